@@ -1,0 +1,52 @@
+# Mastering Transformers: `make book` builds the book, `make test` runs every check.
+# Both create .venv and install everything on a fresh machine (Python 3.11 and make are all they need).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+# nbgrader calls alembic from PATH, so the venv's bin comes first for every recipe.
+export PATH := $(BIN):$(PATH)
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+STAMP := $(VENV)/.installed-stamp
+ASSIGNMENTS := $(notdir $(wildcard solutions/ps*))
+SUBMISSIONS ?= submissions
+GRADES ?= grading_output
+
+.PHONY: install book test exercises grade chromium clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# The CPU build of torch, pinned exactly: a looser spec would pull the multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --warningiserror --keep-going
+	@echo "The book is built: open file://$(CURDIR)/_build/html/index.html"
+
+# Headless Chromium for the page tests, from Debian's package when it is missing (needs root).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: run 'sudo apt-get install chromium' for the page tests"; fi; }
+
+test: book chromium
+	$(BIN)/python -m pytest tests --nbval-lax chapters solutions -p no:cacheprovider; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is missing" >&2; fi; exit $$rc
+
+# Regenerate the student versions in exercises/ from the nbgrader sources in solutions/.
+exercises: $(STAMP)
+	@for a in $(ASSIGNMENTS); do \
+	  nbgrader generate_assignment "$$a" --force --CourseDirectory.db_url=sqlite:///:memory: --log-level=WARN || exit 1; \
+	done
+
+# Autograde a folder of student notebooks: make grade SUBMISSIONS=dir [GRADES=out]
+grade: $(STAMP)
+	$(BIN)/python -m mastering_transformers.grading grade --submissions "$(SUBMISSIONS)" --out "$(GRADES)"
+
+clean:
+	rm -rf _build $(GRADES) submitted autograded feedback gradebook.db
