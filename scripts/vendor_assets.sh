@@ -8,7 +8,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 (cd "$work" && npm install --silent --no-audit --no-fund mathjax@3.2.2)
 src="$work/node_modules/mathjax/es5"
-dst=_static/vendor/mathjax
+dst=_vendor/mathjax
 rm -rf "$dst" && mkdir -p "$dst/input/tex" "$dst/output/chtml/fonts"
 cp "$src/tex-mml-chtml.js" "$dst/"
 cp -r "$src/input/tex/extensions" "$dst/input/tex/"      # loaded on demand by \require and autoload
