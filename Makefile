@@ -10,6 +10,7 @@ export PYTHONHASHSEED := 0
 STAMP := $(VENV)/.installed-stamp
 ASSIGNMENTS := $(notdir $(wildcard solutions/ps*))
 SUBMISSIONS ?= submissions
+ASSIGNMENT ?= ps02_attention
 GRADES ?= grading_output
 
 .PHONY: install book test exercises grade chromium clean
@@ -45,9 +46,10 @@ exercises: $(STAMP)
 	  echo "exercises/$$a/ regenerated from solutions/$$a/"; \
 	done
 
-# Autograde a folder of student notebooks: make grade SUBMISSIONS=dir [GRADES=out]
+# Autograde a folder of student notebooks with nbgrader: make grade SUBMISSIONS=dir [GRADES=out] [ASSIGNMENT=psNN_topic]
+# writes $(GRADES)/grades.csv (one row per student), feedback/<student>/ and logs/.
 grade: $(STAMP)
-	$(BIN)/python -m mastering_transformers.grading grade --submissions "$(SUBMISSIONS)" --out "$(GRADES)"
+	$(BIN)/python -m mastering_transformers.grading grade --submissions "$(SUBMISSIONS)" --out "$(GRADES)" --assignment "$(ASSIGNMENT)"
 
 clean:
 	rm -rf _build $(GRADES) submitted autograded feedback gradebook.db

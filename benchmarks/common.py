@@ -43,6 +43,8 @@ def environment() -> dict:
         "torch": torch.__version__,
         "commit": commit or None,
         "hardware": hardware(),
+        # other work on the machine inflates wall times: record how busy it was when the run started
+        "load_average_1min_at_start": round(os.getloadavg()[0], 2),
     }
 
 

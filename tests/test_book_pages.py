@@ -12,11 +12,19 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHAPTERS = ["chapters/02_attention.html"]
+
+def _chapters_in_toc() -> list[str]:
+    """The chapter pages listed in _toc.yml, e.g. chapters/02_attention.html."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    return [f"{c['file']}.html" for part in toc.get("parts", []) for c in part.get("chapters", [])]
+
+
+CHAPTERS = _chapters_in_toc()
 
 if not (HTML / "index.html").exists():
     pytest.fail("the book is not built: run `make book` (make test does) before these tests", pytrace=False)
