@@ -35,7 +35,7 @@ chromium:
 	  else echo "chromium is missing: run 'sudo apt-get install chromium' for the page tests"; fi; }
 
 test: book chromium
-	$(BIN)/python -m pytest tests --nbval-lax $(wildcard chapters solutions) -p no:cacheprovider; rc=$$?; \
+	$(BIN)/python -m pytest -n auto --dist loadscope tests --nbval-lax $(wildcard chapters solutions) -p no:cacheprovider; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is missing" >&2; fi; exit $$rc
 
 # Regenerate the student versions in exercises/ from the nbgrader sources in solutions/.

@@ -31,7 +31,7 @@ from mastering_transformers.grading import grade  # noqa: E402
 def time_assignment(name: str, jobs: int | None) -> dict:
     a = Assignment(name)
     submissions = {"solution": a.solution(), "untouched_exercise": a.exercise(),
-                   "filled_exercise": a.filled_exercise(), **{bug: a.with_bug(bug) for bug in a.bugs}}
+                   "filled_exercise": a.filled_exercise(), **{bug: a.with_bugs([bug]) for bug in a.bugs}}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "submissions"
         write_submissions(folder, a, submissions)

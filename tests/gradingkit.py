@@ -96,9 +96,28 @@ class Assignment:
                 nb = replaced(nb, name, self.solution_code(name))
         return nb
 
-    def with_bug(self, bug: str):
-        function, code, _ = self.bugs[bug]
-        return replaced(self.solution(), function, code)
+    def with_bugs(self, bugs: list[str]):
+        """The solution with the buggy answer cells of ``bugs`` (at most one bug per function)."""
+        nb = self.solution()
+        for bug in bugs:
+            function, code, _ = self.bugs[bug]
+            nb = replaced(nb, function, code)
+        return nb
+
+    def bug_batches(self) -> dict[str, list[str]]:
+        """The planted bugs packed into as few submissions as possible, at most one bug per function in each:
+        ``{"bugs_1": [...], ...}``. The hidden checks of one function see only that function's bug (a function
+        that calls an earlier one gets the reference version through ISOLATE), so each bug must still lose
+        exactly its own checks; a leak between functions would show up as a wrong set of failed checks.
+        """
+        batches: list[dict[str, str]] = []  # function -> bug
+        for bug in sorted(self.bugs):
+            function = self.bugs[bug][0]
+            target = next((b for b in batches if function not in b), None)
+            if target is None:
+                batches.append(target := {})
+            target[function] = bug
+        return {f"bugs_{i + 1}": sorted(b.values()) for i, b in enumerate(batches)}
 
 
 def cell(nb, grade_id: str):
@@ -120,10 +139,10 @@ def without_cell(nb, grade_id: str):
 
 def write_submissions(folder: Path, assignment: Assignment, submissions: dict) -> None:
     """``submissions``: student id -> notebook, or a str of raw file content. Students whose id starts with
-    ``bug_`` are written as ``<student>.ipynb``, the others as ``<student>/<assignment>.ipynb`` (both layouts).
+    ``bug`` are written as ``<student>.ipynb``, the others as ``<student>/<assignment>.ipynb`` (both layouts).
     """
     for student, content in submissions.items():
-        if student.startswith("bug_"):
+        if student.startswith("bug"):
             path = folder / f"{student}.ipynb"
         else:
             path = folder / student / f"{assignment.name}.ipynb"

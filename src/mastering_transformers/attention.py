@@ -4,6 +4,10 @@
 
 This is the one implementation later chapters import. It returns the attention weights as well as
 the output, because the course looks at them (heat maps, bertviz, head analysis).
+
+Chapter 4 adds multi-head attention on top: ``split_heads`` (B, T, C) -> (B, H, T, D), attention in
+every head at once, ``merge_heads`` back to (B, T, C), and the output projection W_O
+(``MultiHeadAttention``, with grouped-/multi-query key/value heads via ``n_kv_head``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def causal_mask(t_q: int, t_k: int | None = None, device: str | torch.device | None = None) -> torch.Tensor:
@@ -100,3 +105,117 @@ def scaled_dot_product_attention(
     weights = weights.masked_fill(torch.isneginf(scores).all(dim=-1, keepdim=True), 0.0)
     dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
     return dropped @ v, weights
+
+
+# ---------------------------------------------------------------------------------------------------
+# Multi-head attention (chapter 4): split the model width into heads, attend in each, concatenate, mix.
+# ---------------------------------------------------------------------------------------------------
+
+
+def split_heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
+    """(B, T, C) -> (B, H, T, D) with D = C // H: head h owns features h*D .. (h+1)*D - 1.
+
+    The view cuts the last dim into (H, D); the transpose then moves the head dim before time, so that
+    each head sees a (T, D) matrix. Viewing straight to (B, H, T, D) would mix positions instead.
+    """
+    if x.dim() != 3:
+        raise ValueError(f"split_heads expects (B, T, C); got shape {tuple(x.shape)}")
+    b, t, c = x.shape
+    if n_head <= 0 or c % n_head != 0:
+        raise ValueError(f"n_head={n_head} must be a positive divisor of the feature size C={c}")
+    return x.view(b, t, n_head, c // n_head).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, D) -> (B, T, C) with C = H * D: the inverse of ``split_heads`` (concatenates the heads)."""
+    if x.dim() != 4:
+        raise ValueError(f"merge_heads expects (B, H, T, D); got shape {tuple(x.shape)}")
+    b, h, t, d = x.shape
+    # After the transpose the memory is no longer laid out as (B, T, H, D): contiguous() copies it so
+    # the view can glue the heads back together feature-wise.
+    return x.transpose(1, 2).contiguous().view(b, t, h * d)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head (and grouped-/multi-query) attention: (B, T, C) -> (B, T, C).
+
+    ``n_head`` query heads of size D = d_model // n_head. ``n_kv_head`` key/value heads (default
+    ``n_head``); each K/V head serves n_head // n_kv_head query heads (GQA), ``n_kv_head=1`` is MQA.
+    """
+
+    def __init__(
+        self, d_model: int, n_head: int, n_kv_head: int | None = None, bias: bool = True, dropout: float = 0.0
+    ):
+        super().__init__()
+        n_kv_head = n_head if n_kv_head is None else n_kv_head
+        if d_model <= 0 or n_head <= 0 or d_model % n_head != 0:
+            raise ValueError(
+                f"n_head must divide d_model: each head gets d_model // n_head features, "
+                f"but d_model={d_model} is not a multiple of n_head={n_head}"
+            )
+        if n_kv_head <= 0 or n_head % n_kv_head != 0:
+            raise ValueError(
+                f"n_kv_head must divide n_head: each key/value head is shared by n_head // n_kv_head query heads, "
+                f"but n_head={n_head} is not a multiple of n_kv_head={n_kv_head}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {dropout}")
+        self.d_model, self.n_head, self.n_kv_head = d_model, n_head, n_kv_head
+        self.d_head = d_model // n_head
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, n_kv_head * self.d_head, bias=bias)
+        self.v_proj = nn.Linear(d_model, n_kv_head * self.d_head, bias=bias)
+        self.o_proj = nn.Linear(d_model, d_model, bias=bias)  # W_O mixes the concatenated heads
+
+    def _check(self, name: str, t: torch.Tensor) -> None:
+        if t.dim() != 3 or t.shape[-1] != self.d_model:
+            raise ValueError(f"{name} must have shape (B, T, d_model={self.d_model}); got {tuple(t.shape)}")
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        kv: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Queries from x (B, T, C), keys and values from kv (B, S, C) (default x) -> y (B, T, C).
+
+        ``mask``: bool (True = may attend) or additive float, broadcastable to (B, H, T, S); or
+        ``is_causal=True`` (not both). With ``need_weights=True`` returns (y, weights (B, H, T, S)),
+        computed by ``mt.scaled_dot_product_attention``; otherwise PyTorch's fused kernel is used.
+        """
+        kv = x if kv is None else kv
+        self._check("x", x)
+        self._check("kv", kv)
+        if kv.shape[0] != x.shape[0]:
+            raise ValueError(f"x and kv must have the same batch size; got {x.shape[0]} and {kv.shape[0]}")
+        if mask is not None and is_causal:
+            raise ValueError("pass either mask or is_causal=True, not both")
+        b, t, _ = x.shape
+        s = kv.shape[1]
+        if mask is not None:
+            target = (b, self.n_head, t, s)
+            try:
+                ok = torch.broadcast_shapes(mask.shape, target) == target
+            except RuntimeError:
+                ok = False
+            if not ok:
+                raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to (B, H, T, S)={target}")
+
+        q = split_heads(self.q_proj(x), self.n_head)  # (B, H, T, D)
+        k = split_heads(self.k_proj(kv), self.n_kv_head)  # (B, H_kv, S, D)
+        v = split_heads(self.v_proj(kv), self.n_kv_head)
+        if self.n_kv_head != self.n_head:
+            # Each K/V head serves a group of consecutive query heads: copy it once per query head.
+            group = self.n_head // self.n_kv_head
+            k = k.repeat_interleave(group, dim=1)
+            v = v.repeat_interleave(group, dim=1)
+        p = self.dropout if self.training else 0.0
+        if need_weights:
+            y, weights = scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=p, is_causal=is_causal)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal)
+        y = self.o_proj(merge_heads(y))  # concatenate the heads, then W_O
+        return (y, weights) if need_weights else y
