@@ -10,7 +10,6 @@ export PYTHONHASHSEED := 0
 STAMP := $(VENV)/.installed-stamp
 ASSIGNMENTS := $(notdir $(wildcard solutions/ps*))
 SUBMISSIONS ?= submissions
-ASSIGNMENT ?= ps02_attention
 GRADES ?= grading_output
 
 .PHONY: install book test exercises grade chromium clean
@@ -46,9 +45,10 @@ exercises: $(STAMP)
 	  echo "exercises/$$a/ regenerated from solutions/$$a/"; \
 	done
 
-# Autograde a folder of student notebooks with nbgrader: make grade SUBMISSIONS=dir [GRADES=out] [ASSIGNMENT=psNN_topic]
+# Autograde a folder of student notebooks with nbgrader: make grade SUBMISSIONS=dir ASSIGNMENT=psNN_topic [GRADES=out]
 # writes $(GRADES)/grades.csv (one row per student), feedback/<student>/ and logs/.
 grade: $(STAMP)
+	@test -n "$(ASSIGNMENT)" || { echo "make grade needs ASSIGNMENT=psNN_topic (one of: $(ASSIGNMENTS))" >&2; exit 2; }
 	$(BIN)/python -m mastering_transformers.grading grade --submissions "$(SUBMISSIONS)" --out "$(GRADES)" --assignment "$(ASSIGNMENT)"
 
 clean:

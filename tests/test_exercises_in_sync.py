@@ -16,8 +16,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-ASSIGNMENTS = sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir() and p.name.startswith("ps"))
+from gradingkit import ASSIGNMENTS, ROOT
+
 VOLATILE_METADATA = ("language_info",)  # Python version etc. of whoever saved the notebook last
 
 

@@ -46,7 +46,6 @@ from pathlib import Path
 HIDDEN_TESTS_ENV = "MT_HIDDEN_TESTS"
 CHECK_TIMEOUT_ENV = "MT_CHECK_TIMEOUT"
 DEFAULT_CHECK_TIMEOUT = 10.0  # seconds per check; nbgrader's per-cell timeout is the backstop
-DEFAULT_ASSIGNMENT = "ps02_attention"
 _MAX_MESSAGE = 300  # characters of an exception message shown to the student
 
 # ------------------------------------------------------------------------------------------------
@@ -688,7 +687,7 @@ def grade_share(course: Course, pending: queue.SimpleQueue, log: Callable[[str],
 def grade(
     submissions_dir: Path,
     out: Path,
-    assignment: str = DEFAULT_ASSIGNMENT,
+    assignment: str,
     course_root: Path | None = None,
     timeout: int | None = None,
     check_timeout: float | None = None,
@@ -795,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--submissions", required=True, type=Path,
                    help="folder with <student>/<assignment>.ipynb or <student>.ipynb")
     g.add_argument("--out", required=True, type=Path, help="where grades.csv, feedback/ and logs/ go")
-    g.add_argument("--assignment", default=DEFAULT_ASSIGNMENT)
+    g.add_argument("--assignment", required=True, help="the assignment to grade, e.g. ps02_attention")
     g.add_argument("--course", type=Path, default=None, help="course root (default: found from the cwd)")
     g.add_argument("--timeout", type=int, default=None,
                    help="seconds per notebook cell (nbgrader's Execute.timeout; default from nbgrader_config.py)")
