@@ -12,7 +12,7 @@ ASSIGNMENTS := $(notdir $(wildcard solutions/ps*))
 SUBMISSIONS ?= submissions
 GRADES ?= grading_output
 
-.PHONY: install book test exercises grade chromium clean
+.PHONY: install book test exercises grade chromium sandbox clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,13 @@ chromium:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing: run 'sudo apt-get install chromium' for the page tests"; fi; }
 
-test: book chromium
+# Bubblewrap, the sandbox student code runs in when it is graded (Debian's package; needs root to install).
+sandbox:
+	@command -v bwrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	  else echo "bubblewrap is missing: run 'sudo apt-get install bubblewrap' to grade (and for the grading tests)"; exit 1; fi; }
+
+test: book chromium sandbox
 	$(BIN)/python -m pytest -n auto --dist loadscope tests --nbval-lax $(wildcard chapters solutions) -p no:cacheprovider; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is missing" >&2; fi; exit $$rc
 
@@ -45,9 +51,10 @@ exercises: $(STAMP)
 	  echo "exercises/$$a/ regenerated from solutions/$$a/"; \
 	done
 
-# Autograde a folder of student notebooks with nbgrader: make grade SUBMISSIONS=dir ASSIGNMENT=psNN_topic [GRADES=out]
-# writes $(GRADES)/grades.csv (one row per student), feedback/<student>/ and logs/.
-grade: $(STAMP)
+# Autograde a folder of student notebooks with nbgrader, student code sandboxed:
+# make grade SUBMISSIONS=dir ASSIGNMENT=psNN_topic [GRADES=out]
+# writes $(GRADES)/grades.csv (one row per entry of the folder), feedback/<student>/ and logs/.
+grade: $(STAMP) sandbox
 	@test -n "$(ASSIGNMENT)" || { echo "make grade needs ASSIGNMENT=psNN_topic (one of: $(ASSIGNMENTS))" >&2; exit 2; }
 	$(BIN)/python -m mastering_transformers.grading grade --submissions "$(SUBMISSIONS)" --out "$(GRADES)" --assignment "$(ASSIGNMENT)"
 

@@ -3,7 +3,7 @@ them with the real nbgrader pipeline (through the grading CLI) and read back sco
 
 An assignment ``psNN_topic`` is made of
 - ``solutions/psNN_topic/psNN_topic.ipynb``: the nbgrader source; each graded function ``f`` has an answer
-  cell with grade_id ``f`` and a locked test cell ``test_f`` that calls ``run_checks``;
+  cell with grade_id ``f`` and a locked test cell ``test_f`` (the hidden checks run outside the notebook);
 - ``exercises/psNN_topic/psNN_topic.ipynb``: the release generated from it;
 - ``tests/hidden/psNN/test_f.py``: the hidden checks of ``f``;
 - ``tests/planted_bugs/psNN.py``: ``BUGS = {name: (function, buggy cell source, {checks it must fail})}``.
@@ -25,7 +25,8 @@ from pathlib import Path
 
 import nbformat
 
-from mastering_transformers.grading import check_name, hidden_check_file, load_checks
+from mastering_transformers.grading import check_name, load_checks
+from mastering_transformers.grading.checker import hidden_check_file
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir() and p.name.startswith("ps"))
@@ -70,12 +71,12 @@ class Assignment:
 
     def points(self, function: str) -> dict[str, float]:
         """check name -> points, from the hidden-check file."""
-        tests, _ = load_checks(hidden_check_file(self.name, function, ROOT / "tests" / "hidden"))
+        tests, _ = load_checks(hidden_check_file(ROOT / "tests" / "hidden", self.name, function))
         return {t.__name__: t.points for t in tests}
 
     def check_names(self, function: str, tests: set[str] | None = None) -> set[tuple[str, str]]:
         """(function, readable check name) of the given checks (all of them when ``tests`` is None)."""
-        checks, _ = load_checks(hidden_check_file(self.name, function, ROOT / "tests" / "hidden"))
+        checks, _ = load_checks(hidden_check_file(ROOT / "tests" / "hidden", self.name, function))
         return {(function, check_name(t)) for t in checks if tests is None or t.__name__ in tests}
 
     def max_score(self) -> float:
@@ -193,23 +194,31 @@ class Graded:
         return {(f, name) for f, mark, name in self.feedback_lines(student) if mark == "✗"}
 
 
-def grade(assignment: Assignment, submissions: dict, tmp: Path, cell_timeout: int = 10,
-          check_timeout: float = 3, extra_dirs: tuple[str, ...] = ()) -> Graded:
-    """Write ``submissions`` to a folder and grade it in one run of the grading CLI."""
+def grade(assignment: Assignment, submissions: dict, tmp: Path, load_timeout: float = 10,
+          check_timeout: float = 3, extra_dirs: tuple[str, ...] = (), extra_files: dict | None = None,
+          expect_rc: int = 0, symlinks: dict | None = None) -> Graded:
+    """Write ``submissions`` (and ``extra_files``: name -> bytes or str, written as they are) to a folder
+    and grade it in one run of the grading CLI."""
     folder, out = tmp / "submissions", tmp / "grading_output"
     folder.mkdir(parents=True)
     write_submissions(folder, assignment, submissions)
     for name in extra_dirs:
         (folder / name).mkdir()
+    for name, content in (extra_files or {}).items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    for name, target in (symlinks or {}).items():
+        (folder / name).symlink_to(target)
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "mastering_transformers.grading", "grade", "--submissions", str(folder),
-         "--out", str(out), "--assignment", assignment.name, "--timeout", str(cell_timeout),
+         "--out", str(out), "--assignment", assignment.name, "--load-timeout", str(load_timeout),
          "--check-timeout", str(check_timeout)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        cwd=ROOT, capture_output=True, text=True, timeout=1200,
     )
     seconds = time.perf_counter() - started
-    assert proc.returncode == 0, f"the grading CLI failed:\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == expect_rc, f"the grading CLI exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     with (out / "grades.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     print(f"graded {len(rows)} {assignment.name} submissions in {seconds:.0f} s\n{proc.stdout}")

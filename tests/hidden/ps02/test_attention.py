@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from mastering_transformers.grading import check
+from mastering_transformers.grading.kit import max_error
 
 
 def _reference_scores(q, k):
@@ -58,11 +59,6 @@ def _reference_weights(q, k, mask=None):
     return torch.softmax(scores, dim=-1)
 
 
-def _max_error(x: torch.Tensor, reference: torch.Tensor) -> float:
-    assert x.shape == reference.shape, f"expected shape {tuple(reference.shape)}; got {tuple(x.shape)}"
-    return float((x.double() - reference.double()).abs().nan_to_num(float("inf")).max())
-
-
 @check(points=1)
 def test_shapes(attention):
     """shapes: output (..., T_q, D_v), weights (..., T_q, T_k)"""
@@ -96,8 +92,8 @@ def test_matches_reference(attention):
     for seed, lead, t_q, t_k, d, d_v in [(2701, (2, 3), 5, 7, 16, 4), (2702, (3,), 8, 8, 4, 4)]:
         q, k, v = _qkv(seed, lead, t_q, t_k, d, d_v)
         out, w = _call(attention, q, k, v)
-        w_error = _max_error(w, _reference_weights(q, k))
-        out_error = _max_error(out, F.scaled_dot_product_attention(q.double(), k.double(), v.double()))
+        w_error = max_error(w, _reference_weights(q, k))
+        out_error = max_error(out, F.scaled_dot_product_attention(q.double(), k.double(), v.double()))
         assert w_error < 1e-5 and out_error < 1e-5, (
             f"softmax(q k^T / sqrt(d_k)) v does not match the reference for q {tuple(q.shape)}, "
             f"k {tuple(k.shape)}, v {tuple(v.shape)}: max error {w_error:.2g} in the weights and "
@@ -131,7 +127,7 @@ def test_mask(attention):
             f"other scores to -inf before the softmax); got up to {leak:.3g}"
         )
         reference = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask)
-        error = max(_max_error(w, _reference_weights(q, k, mask)), _max_error(out, reference))
+        error = max(max_error(w, _reference_weights(q, k, mask)), max_error(out, reference))
         assert error < 1e-5, (
             f"with {label} the output and weights must match reference attention; max error {error:.2g}"
         )

@@ -7,11 +7,7 @@ the large-scores check uses values that overflow a naive exp(x) / sum(exp(x)).
 import torch
 
 from mastering_transformers.grading import check
-
-
-def _largest(t: torch.Tensor) -> float:
-    """max |t| as a float, nan counted as inf (a nan must never pass a check)."""
-    return float(t.abs().nan_to_num(nan=float("inf"), posinf=float("inf")).max())
+from mastering_transformers.grading.kit import largest
 
 
 def _error(softmax_with_temperature, x: torch.Tensor, tau: float, dim: int | None = None) -> float:
@@ -20,7 +16,7 @@ def _error(softmax_with_temperature, x: torch.Tensor, tau: float, dim: int | Non
     assert isinstance(p, torch.Tensor), f"softmax_with_temperature must return a tensor; got {type(p).__name__}"
     assert p.shape == x.shape, f"the softmax keeps the shape of x {tuple(x.shape)}; got {tuple(p.shape)}"
     reference = torch.softmax(x.double() / tau, dim=-1 if dim is None else dim)
-    return _largest(p.double() - reference)
+    return largest(p.double() - reference)
 
 
 @check(points=1)

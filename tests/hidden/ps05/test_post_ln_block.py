@@ -6,37 +6,9 @@ what attention reads, what the MLP reads, the final normalisation, and the whole
 """
 
 import torch
-import torch.nn.functional as F
 
 from mastering_transformers.grading import check
-
-
-class _Recorder:
-    """A function of the last dim that remembers every input it was called with."""
-
-    def __init__(self, fn):
-        self.fn, self.inputs = fn, []
-
-    def __call__(self, h):
-        self.inputs.append(h)
-        return self.fn(h)
-
-
-def _parts(seed: int, c: int):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
-    w1, b1, w2, b2 = 1 + 0.3 * r(c), r(c), 1 + 0.3 * r(c), r(c)
-    a, m1, m2 = r(c, c) / c**0.5, r(2 * c, c) / c**0.5, r(c, 2 * c) / (2 * c) ** 0.5
-    norm1 = lambda h: F.layer_norm(h, (c,), w1, b1)  # noqa: E731
-    norm2 = lambda h: F.layer_norm(h, (c,), w2, b2)  # noqa: E731
-    attn = lambda h: torch.tanh(h @ a.T) + 0.5  # noqa: E731
-    mlp = lambda h: F.gelu(h @ m1.T) @ m2.T - 0.3  # noqa: E731
-    return norm1, norm2, attn, mlp
-
-
-def _x(seed: int, shape: tuple) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return 3 * torch.randn(*shape, generator=g, dtype=torch.float64) + 1
+from mastering_transformers.grading.kit import Recorder, block_input, block_parts
 
 
 def _run(post_ln_block, x, attn, mlp, norm1, norm2):
@@ -58,9 +30,9 @@ def _close(a, b) -> float:
 @check(points=1)
 def test_attention_input(post_ln_block):
     """attention reads x itself (no norm before it)"""
-    norm1, norm2, attn, mlp = _parts(8101, 8)
-    x = _x(8102, (2, 5, 8))
-    attn = _Recorder(attn)
+    norm1, norm2, attn, mlp = block_parts(8101, 8)
+    x = block_input(8102, (2, 5, 8))
+    attn = Recorder(attn)
     _run(post_ln_block, x, attn, mlp, norm1, norm2)
     assert attn.inputs, "attn was never called"
     error = max(_close(h, x) if h.shape == x.shape else float("inf") for h in attn.inputs)
@@ -73,9 +45,9 @@ def test_attention_input(post_ln_block):
 @check(points=1)
 def test_mlp_input(post_ln_block):
     """the MLP reads norm1(x + attn(x))"""
-    norm1, norm2, attn, mlp = _parts(8201, 8)
-    x = _x(8202, (3, 4, 8))
-    mlp = _Recorder(mlp)
+    norm1, norm2, attn, mlp = block_parts(8201, 8)
+    x = block_input(8202, (3, 4, 8))
+    mlp = Recorder(mlp)
     _run(post_ln_block, x, attn, mlp, norm1, norm2)
     assert mlp.inputs, "mlp was never called"
     expected = norm1(x + attn(x))
@@ -89,8 +61,8 @@ def test_mlp_input(post_ln_block):
 @check(points=1)
 def test_output_normalised(post_ln_block):
     """the output is normalised by norm2: sublayers that output 0 give norm2(norm1(x))"""
-    norm1, norm2, _, _ = _parts(8301, 6)
-    x = _x(8302, (2, 7, 6))
+    norm1, norm2, _, _ = block_parts(8301, 6)
+    x = block_input(8302, (2, 7, 6))
     zero = lambda h: torch.zeros_like(h)  # noqa: E731
     y = _run(post_ln_block, x, zero, zero, norm1, norm2)
     error = _close(y, norm2(norm1(x)))
@@ -104,7 +76,7 @@ def test_output_normalised(post_ln_block):
 def test_matches_reference(post_ln_block):
     """matches x1 = norm1(x + attn(x)); norm2(x1 + mlp(x1))"""
     for seed, shape in [(8401, (2, 5, 8)), (8402, (1, 9, 4))]:
-        norm1, norm2, attn, mlp = _parts(seed, shape[-1])
-        x = _x(seed + 50, shape)
+        norm1, norm2, attn, mlp = block_parts(seed, shape[-1])
+        x = block_input(seed + 50, shape)
         error = _close(_run(post_ln_block, x, attn, mlp, norm1, norm2), _reference(x, attn, mlp, norm1, norm2))
         assert error < 1e-9, f"for x of shape {shape} the block differs from the Post-LN formula by up to {error:.3g}"

@@ -6,37 +6,9 @@ what attention reads, what the MLP reads, the untouched residual path, and the w
 """
 
 import torch
-import torch.nn.functional as F
 
 from mastering_transformers.grading import check
-
-
-class _Recorder:
-    """A function of the last dim that remembers every input it was called with."""
-
-    def __init__(self, fn):
-        self.fn, self.inputs = fn, []
-
-    def __call__(self, h):
-        self.inputs.append(h)
-        return self.fn(h)
-
-
-def _parts(seed: int, c: int):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
-    w1, b1, w2, b2 = 1 + 0.3 * r(c), r(c), 1 + 0.3 * r(c), r(c)
-    a, m1, m2 = r(c, c) / c**0.5, r(2 * c, c) / c**0.5, r(c, 2 * c) / (2 * c) ** 0.5
-    norm1 = lambda h: F.layer_norm(h, (c,), w1, b1)  # noqa: E731
-    norm2 = lambda h: F.layer_norm(h, (c,), w2, b2)  # noqa: E731
-    attn = lambda h: torch.tanh(h @ a.T) + 0.5  # noqa: E731
-    mlp = lambda h: F.gelu(h @ m1.T) @ m2.T - 0.3  # noqa: E731
-    return norm1, norm2, attn, mlp
-
-
-def _x(seed: int, shape: tuple) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return 3 * torch.randn(*shape, generator=g, dtype=torch.float64) + 1
+from mastering_transformers.grading.kit import Recorder, block_input, block_parts
 
 
 def _run(pre_ln_block, x, attn, mlp, norm1, norm2):
@@ -58,9 +30,9 @@ def _close(a, b) -> float:
 @check(points=1)
 def test_attention_input(pre_ln_block):
     """attention reads norm1(x)"""
-    norm1, norm2, attn, mlp = _parts(7101, 8)
-    x = _x(7102, (2, 5, 8))
-    attn = _Recorder(attn)
+    norm1, norm2, attn, mlp = block_parts(7101, 8)
+    x = block_input(7102, (2, 5, 8))
+    attn = Recorder(attn)
     _run(pre_ln_block, x, attn, mlp, norm1, norm2)
     assert attn.inputs, "attn was never called"
     error = max(_close(h, norm1(x)) if h.shape == x.shape else float("inf") for h in attn.inputs)
@@ -72,9 +44,9 @@ def test_attention_input(pre_ln_block):
 @check(points=1)
 def test_mlp_input(pre_ln_block):
     """the MLP reads norm2 of the stream after attention: norm2(x + attn(norm1(x)))"""
-    norm1, norm2, attn, mlp = _parts(7201, 8)
-    x = _x(7202, (3, 4, 8))
-    mlp = _Recorder(mlp)
+    norm1, norm2, attn, mlp = block_parts(7201, 8)
+    x = block_input(7202, (3, 4, 8))
+    mlp = Recorder(mlp)
     _run(pre_ln_block, x, attn, mlp, norm1, norm2)
     assert mlp.inputs, "mlp was never called"
     expected = norm2(x + attn(norm1(x)))
@@ -88,8 +60,8 @@ def test_mlp_input(pre_ln_block):
 @check(points=1)
 def test_residual_path(pre_ln_block):
     """the residual path carries x unchanged: sublayers that output 0 give back x"""
-    norm1, norm2, _, _ = _parts(7301, 6)
-    x = _x(7302, (2, 7, 6))
+    norm1, norm2, _, _ = block_parts(7301, 6)
+    x = block_input(7302, (2, 7, 6))
     zero = lambda h: torch.zeros_like(h)  # noqa: E731
     y = _run(pre_ln_block, x, zero, zero, norm1, norm2)
     error = _close(y, x)
@@ -103,7 +75,7 @@ def test_residual_path(pre_ln_block):
 def test_matches_reference(pre_ln_block):
     """matches x1 = x + attn(norm1(x)); x + ... = x1 + mlp(norm2(x1))"""
     for seed, shape in [(7401, (2, 5, 8)), (7402, (1, 9, 4))]:
-        norm1, norm2, attn, mlp = _parts(seed, shape[-1])
-        x = _x(seed + 50, shape)
+        norm1, norm2, attn, mlp = block_parts(seed, shape[-1])
+        x = block_input(seed + 50, shape)
         error = _close(_run(pre_ln_block, x, attn, mlp, norm1, norm2), _reference(x, attn, mlp, norm1, norm2))
         assert error < 1e-9, f"for x of shape {shape} the block differs from the Pre-LN formula by up to {error:.3g}"
