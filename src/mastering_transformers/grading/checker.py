@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import wire
+from .errors import CourseError
 from .sandbox import ProtocolError, SandboxConfig, WorkerDied, WorkerProcess, WorkerTimeout
 
 DEFAULT_CHECK_TIMEOUT = 10.0  # seconds per check (all of its calls into student code)
@@ -40,10 +41,6 @@ def check(points: float = 1.0) -> Callable[[Callable], Callable]:
         return test
 
     return mark
-
-
-class CourseError(RuntimeError):
-    """The course's side is broken (missing or failing hidden checks, no sandbox): stop, grade nobody."""
 
 
 class StudentCodeError(Exception):

@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import wire
+from .errors import CourseError
 
 WORKER = Path(__file__).with_name("worker.py")
 PACKAGE = Path(__file__).resolve().parents[1]  # src/mastering_transformers: public course code
 
 
-class SandboxError(RuntimeError):
+class SandboxError(CourseError):
     """The sandbox cannot be started on this machine (a course-side problem, not the student's)."""
 
 
@@ -90,20 +91,19 @@ def bwrap_command(config: SandboxConfig, python: str, limits: dict) -> list[str]
         cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]  # only to drop root, first thing
     else:
         cmd += ["--unshare-user"]
-    cmd += ["--ro-bind", "/usr", "/usr"]
+    cmd += ["--size", str(config.tmp_mb * 2**20), "--perms", "1777", "--tmpfs", "/tmp",
+            "--ro-bind", "/usr", "/usr"]
     for link in ("bin", "lib", "lib64", "sbin"):
         if Path("/" + link).is_symlink():
             cmd += ["--symlink", os.readlink("/" + link), "/" + link]
     made = set()
     for root in [*_readonly_roots(), WORKER.parent]:
         for parent in reversed(root.parents):
-            if str(parent) != "/" and parent not in made:
+            if str(parent) not in ("/", "/tmp") and parent not in made:
                 cmd += ["--perms", "0755", "--dir", str(parent)]
                 made.add(parent)
         cmd += ["--ro-bind", str(root), str(root)]
-    cmd += ["--proc", "/proc", "--dev", "/dev",
-            "--size", str(config.tmp_mb * 2**20), "--perms", "1777", "--tmpfs", "/tmp",
-            "--chdir", "/tmp", "--clearenv",
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp", "--clearenv",
             "--setenv", "HOME", "/tmp", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "MPLBACKEND", "Agg",
             "--setenv", "OMP_NUM_THREADS", "1", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
             "--setenv", "PYTHONHASHSEED", "0", "--setenv", "LANG", "C.UTF-8"]
