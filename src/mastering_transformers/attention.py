@@ -8,6 +8,12 @@ the output, because the course looks at them (heat maps, bertviz, head analysis)
 Chapter 4 adds multi-head attention on top: ``split_heads`` (B, T, C) -> (B, H, T, D), attention in
 every head at once, ``merge_heads`` back to (B, T, C), and the output projection W_O
 (``MultiHeadAttention``, with grouped-/multi-query key/value heads via ``n_kv_head``).
+
+Chapter 10 gives ``MultiHeadAttention`` two options the full GPT needs: a positional hook (``pos="rope"``
+rotates queries and keys per head with ``mt.apply_rope``; ``pos="alibi"`` adds ``mt.alibi_bias`` to the
+scores), and a choice of attention backend (``backend="mt"``, the course's formula above, or ``"sdpa"``,
+PyTorch's fused kernel). Backends live in ``ATTENTION_BACKENDS``, so later chapters can register more
+(chapter 12: flash attention).
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .positional import alibi_bias, alibi_slopes, apply_rope
 
 
 def causal_mask(t_q: int, t_k: int | None = None, device: str | torch.device | None = None) -> torch.Tensor:
@@ -108,6 +116,30 @@ def scaled_dot_product_attention(
 
 
 # ---------------------------------------------------------------------------------------------------
+# Attention backends (chapter 10): the same function computed by different code.
+# ---------------------------------------------------------------------------------------------------
+
+
+def _mt_backend(q, k, v, mask=None, dropout_p=0.0, is_causal=False):
+    return scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=dropout_p, is_causal=is_causal)[0]
+
+
+def _sdpa_backend(q, k, v, mask=None, dropout_p=0.0, is_causal=False):
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+
+
+ATTENTION_BACKENDS = {"mt": _mt_backend, "sdpa": _sdpa_backend}
+"""Name -> ``fn(q, k, v, mask=None, dropout_p=0.0, is_causal=False)``: (B, H, T, D) x 3 -> (B, H, T, D).
+
+``"mt"`` is the course's ``scaled_dot_product_attention`` (chapters 2-3); ``"sdpa"`` is PyTorch's
+``F.scaled_dot_product_attention`` (fused kernels). ``mask`` is bool (True = may attend) or additive float.
+A later chapter adds its own entry (chapter 12: ``"flash"``); ``GPTConfig`` accepts every name listed here.
+"""
+
+POSITIONAL_HOOKS = (None, "rope", "alibi")
+
+
+# ---------------------------------------------------------------------------------------------------
 # Multi-head attention (chapter 4): split the model width into heads, attend in each, concatenate, mix.
 # ---------------------------------------------------------------------------------------------------
 
@@ -141,10 +173,25 @@ class MultiHeadAttention(nn.Module):
 
     ``n_head`` query heads of size D = d_model // n_head. ``n_kv_head`` key/value heads (default
     ``n_head``); each K/V head serves n_head // n_kv_head query heads (GQA), ``n_kv_head=1`` is MQA.
+
+    ``pos`` (chapter 10) puts position information inside attention: ``"rope"`` rotates every query and key
+    head with ``mt.apply_rope`` (base ``rope_base``; needs an even head size), ``"alibi"`` adds
+    ``mt.alibi_bias`` (one slope per query head) to the scores; ``None`` (default) adds nothing.
+    ``backend`` names an entry of ``ATTENTION_BACKENDS`` ("sdpa", PyTorch's fused kernel, by default, or
+    "mt", the course's formula); ``need_weights=True`` always uses the course's function, which returns them.
     """
 
     def __init__(
-        self, d_model: int, n_head: int, n_kv_head: int | None = None, bias: bool = True, dropout: float = 0.0
+        self,
+        d_model: int,
+        n_head: int,
+        n_kv_head: int | None = None,
+        bias: bool = True,
+        dropout: float = 0.0,
+        *,
+        pos: str | None = None,
+        rope_base: float = 10000.0,
+        backend: str = "sdpa",
     ):
         super().__init__()
         n_kv_head = n_head if n_kv_head is None else n_kv_head
@@ -160,9 +207,18 @@ class MultiHeadAttention(nn.Module):
             )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {dropout}")
+        if pos not in POSITIONAL_HOOKS:
+            raise ValueError(f"pos must be one of {POSITIONAL_HOOKS}; got {pos!r}")
+        if pos == "rope" and (d_model // n_head) % 2:
+            raise ValueError(
+                f"RoPE rotates pairs of features: the head size d_model // n_head = {d_model // n_head} must be even"
+            )
+        if backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"backend must be one of {sorted(ATTENTION_BACKENDS)}; got {backend!r}")
         self.d_model, self.n_head, self.n_kv_head = d_model, n_head, n_kv_head
         self.d_head = d_model // n_head
         self.dropout = dropout
+        self.pos, self.rope_base, self.backend = pos, rope_base, backend
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
         self.k_proj = nn.Linear(d_model, n_kv_head * self.d_head, bias=bias)
         self.v_proj = nn.Linear(d_model, n_kv_head * self.d_head, bias=bias)
@@ -172,6 +228,16 @@ class MultiHeadAttention(nn.Module):
         if t.dim() != 3 or t.shape[-1] != self.d_model:
             raise ValueError(f"{name} must have shape (B, T, d_model={self.d_model}); got {tuple(t.shape)}")
 
+    def _alibi(self, t: int, s: int, q_pos: torch.Tensor | None, k_pos: torch.Tensor | None, device) -> torch.Tensor:
+        """ALiBi's bias (H, T, S): -m_h * (position of query i - position of key j)."""
+        if q_pos is None and k_pos is None:
+            return alibi_bias(self.n_head, t, s, device=device)
+        q_pos = torch.arange(t, device=device) if q_pos is None else q_pos
+        k_pos = torch.arange(s, device=device) if k_pos is None else k_pos
+        slopes = alibi_slopes(self.n_head).to(device)
+        distance = q_pos.to(torch.float32)[:, None] - k_pos.to(torch.float32)[None, :]  # (T, S)
+        return -slopes[:, None, None] * distance
+
     def forward(
         self,
         x: torch.Tensor,
@@ -179,13 +245,17 @@ class MultiHeadAttention(nn.Module):
         mask: torch.Tensor | None = None,
         is_causal: bool = False,
         need_weights: bool = False,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Queries from x (B, T, C), keys and values from kv (B, S, C) (default x) -> y (B, T, C).
 
         ``mask``: bool (True = may attend) or additive float, broadcastable to (B, H, T, S); or
         ``is_causal=True`` (not both). With ``need_weights=True`` returns (y, weights (B, H, T, S)),
-        computed by ``mt.scaled_dot_product_attention``; otherwise PyTorch's fused kernel is used.
+        computed by ``mt.scaled_dot_product_attention``; otherwise by the ``backend`` chosen at construction.
+        ``positions`` (T,): the positions of the queries for ``pos="rope"``/``"alibi"`` (default 0 .. T-1);
+        in self-attention the keys share them, in cross-attention (kv given) the keys are at 0 .. S-1.
         """
+        self_attention = kv is None
         kv = x if kv is None else kv
         self._check("x", x)
         self._check("kv", kv)
@@ -203,10 +273,28 @@ class MultiHeadAttention(nn.Module):
                 ok = False
             if not ok:
                 raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to (B, H, T, S)={target}")
+        if positions is not None:
+            positions = torch.as_tensor(positions, device=x.device)
+            if positions.shape != (t,):
+                raise ValueError(f"positions must have shape (T,)=({t},); got {tuple(positions.shape)}")
+        k_positions = positions if self_attention else None
 
         q = split_heads(self.q_proj(x), self.n_head)  # (B, H, T, D)
         k = split_heads(self.k_proj(kv), self.n_kv_head)  # (B, H_kv, S, D)
         v = split_heads(self.v_proj(kv), self.n_kv_head)
+        if self.pos == "rope":  # rotate queries and keys (never values) by their positions
+            q = apply_rope(q, positions, base=self.rope_base)
+            k = apply_rope(k, k_positions, base=self.rope_base)
+        elif self.pos == "alibi":  # a distance penalty added to the scores, merged with the mask
+            bias = self._alibi(t, s, positions, k_positions, x.device).to(q.dtype)  # (H, T, S)
+            if is_causal:
+                mask, is_causal = causal_mask(t, s, device=x.device), False
+            if mask is None:
+                mask = bias
+            elif mask.dtype == torch.bool:
+                mask = torch.where(mask, bias, torch.tensor(float("-inf"), dtype=bias.dtype, device=bias.device))
+            else:
+                mask = bias + mask
         if self.n_kv_head != self.n_head:
             # Each K/V head serves a group of consecutive query heads: copy it once per query head.
             group = self.n_head // self.n_kv_head
@@ -216,6 +304,12 @@ class MultiHeadAttention(nn.Module):
         if need_weights:
             y, weights = scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=p, is_causal=is_causal)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal)
+            y = ATTENTION_BACKENDS[self.backend](q, k, v, mask=mask, dropout_p=p, is_causal=is_causal)
         y = self.o_proj(merge_heads(y))  # concatenate the heads, then W_O
         return (y, weights) if need_weights else y
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.d_model}, n_head={self.n_head}, n_kv_head={self.n_kv_head}, pos={self.pos}, "
+            f"backend={self.backend!r}"
+        )

@@ -286,19 +286,21 @@ def write_all(fd: int, data: bytes, deadline: float | None = None) -> None:
         view = view[n:]
 
 
-def read_message(fd: int, deadline: float | None = None, on_idle=None) -> tuple[dict, list[bytes]]:
-    """Read one framed message from a pipe. ``on_idle`` is called between reads (the trusted side
-    drains the worker's output there, so a worker blocked on a full output pipe cannot stall it).
+def read_message(fd: int, deadline: float | None = None, on_idle=None, watch: int | None = None
+                 ) -> tuple[dict, list[bytes]]:
+    """Read one framed message from a pipe. ``on_idle`` is called whenever ``watch`` (the worker's output
+    pipe) is readable, and between reads: the trusted side drains the output there, so a worker that
+    prints a lot is never blocked on a full pipe.
     """
-    head = _read_exact(fd, 8, deadline, on_idle)
+    head = _read_exact(fd, 8, deadline, on_idle, watch)
     (size,) = struct.unpack(">Q", head)
     if size > MAX_MESSAGE_BYTES:
         raise WireError(f"a message of {size / 2**20:.0f} MiB is larger than the limit of "
                         f"{MAX_MESSAGE_BYTES // 2**20} MiB")
-    return unpack(_read_exact(fd, size, deadline, on_idle))
+    return unpack(_read_exact(fd, size, deadline, on_idle, watch))
 
 
-def _read_exact(fd: int, n: int, deadline: float | None, on_idle) -> bytes:
+def _read_exact(fd: int, n: int, deadline: float | None, on_idle, watch: int | None = None) -> bytes:
     chunks, got = [], 0
     while got < n:
         if deadline is not None or on_idle is not None:
@@ -306,10 +308,10 @@ def _read_exact(fd: int, n: int, deadline: float | None, on_idle) -> bytes:
             if remaining is not None and remaining <= 0:
                 raise Timeout
             wait = 0.05 if remaining is None else min(0.05, remaining)
-            ready, _, _ = select.select([fd], [], [], wait)
+            ready, _, _ = select.select([fd] if watch is None else [fd, watch], [], [], wait)
             if on_idle is not None:
                 on_idle()
-            if not ready:
+            if fd not in ready:
                 continue
         chunk = os.read(fd, min(n - got, 1 << 20))
         if not chunk:
