@@ -635,7 +635,7 @@ def post_ln_block(x, attn, mlp, norm1, norm2):
     return norm1(Sneaky())
 """
 
-DETACHED_LAYER_NORM = """
+READS_PROC_LAYER_NORM = """
 def layer_norm(x, weight, bias, eps=1e-5):
     import os
     print(open("/proc/self/status").read()[:50])
@@ -650,14 +650,14 @@ def _ps05_cases() -> dict:
     callbacks_kept = filled(a, pre_ln_block=CALLBACK_KEPT.split("def post_ln_block")[0],
                             post_ln_block="def post_ln_block" + CALLBACK_KEPT.split("def post_ln_block")[1])
     return {
-        "solution": (a.solution(), 18, "graded"),
-        "callback_flood": (filled(a, pre_ln_block=CALLBACK_FLOOD), 14, "graded"),
-        "callback_kept": (callbacks_kept, 14, "graded"),
-        "callback_bad_argument": (filled(a, post_ln_block=CALLBACK_BAD_ARGUMENT), 14, "graded"),
+        "solution": (a.solution(), 22, "graded"),
+        "callback_flood": (filled(a, pre_ln_block=CALLBACK_FLOOD), 18, "graded"),
+        "callback_kept": (callbacks_kept, 18, "graded"),
+        "callback_bad_argument": (filled(a, post_ln_block=CALLBACK_BAD_ARGUMENT), 18, "graded"),
         "forbidden_module": (filled(a, rms_norm="def rms_norm(x, weight, eps=1e-6):\n"
                                                 "    return torch.nn.functional.rms_norm(x, (x.shape[-1],), weight, eps)"),
-                             13, "graded"),
-        "reads_proc": (filled(a, layer_norm=DETACHED_LAYER_NORM), 18, "graded"),
+                             15, "graded"),
+        "reads_proc": (filled(a, layer_norm=READS_PROC_LAYER_NORM), 22, "graded"),
     }
 
 
@@ -702,10 +702,10 @@ def attention_entropy(w, dim=-1):
 def _ps03_cases() -> dict:
     a = PS03
     return {
-        "solution": (a.solution(), 21, "graded"),
-        "jacobian_by_autograd": (filled(a, softmax_jacobian=JACOBIAN_BY_AUTOGRAD), 17, "graded"),
-        "logsumexp_by_eval": (filled(a, logsumexp=LOGSUMEXP_BY_EVAL), 16, "graded"),
-        "patches_reference_names": (filled(a, attention_entropy=PATCHES_REFERENCE_NAMES), 17, "graded"),
+        "solution": (a.solution(), 25, "graded"),
+        "jacobian_by_autograd": (filled(a, softmax_jacobian=JACOBIAN_BY_AUTOGRAD), 21, "graded"),
+        "logsumexp_by_eval": (filled(a, logsumexp=LOGSUMEXP_BY_EVAL), 19, "graded"),
+        "patches_reference_names": (filled(a, attention_entropy=PATCHES_REFERENCE_NAMES), 21, "graded"),
     }
 
 

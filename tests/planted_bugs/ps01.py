@@ -65,3 +65,25 @@ def additive_attention(s, h, W_s, W_h, v, mask=None):
     return (weights[:, :, None] * h).sum(dim=1), weights
 """, {"test_mask"}),
 }
+
+# Bugs only the second edition's checks catch (issue 14): gradients that do not flow.
+BUGS.update({
+    "bug_rnn_state_detached": ("rnn_step", """
+def rnn_step(x, h, W_ih, W_hh, b_ih, b_hh):
+    return torch.tanh(x @ W_ih.T + b_ih + h.detach() @ W_hh.T + b_hh)
+""", {"test_gradient"}),
+    "bug_lstm_cell_detached": ("lstm_step", """
+def lstm_step(x, h, c, W_ih, W_hh, b_ih, b_hh):
+    i, f, g, o = (x @ W_ih.T + b_ih + h @ W_hh.T + b_hh).chunk(4, dim=-1)
+    c_new = torch.sigmoid(f) * c.detach() + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c_new), c_new
+""", {"test_gradient"}),
+    "bug_scores_through_numpy": ("additive_scores", """
+import numpy as np
+
+
+def additive_scores(s, h, W_s, W_h, v):
+    e = np.tanh((s @ W_s.T).detach().numpy()[:, None, :] + (h @ W_h.T).detach().numpy()) @ v.detach().numpy()
+    return torch.from_numpy(e)
+""", {"test_gradient"}),
+})

@@ -64,3 +64,37 @@ def softmax_jacobian(p):
     return torch.diag(p) - torch.outer(p, p)
 """, {"test_shape", "test_batched"}),
 }
+
+# Bugs only the second edition's checks catch (issue 14): crossed arguments, size-1 dims, gradients.
+BUGS.update({
+    "bug_lse_global_max": ("logsumexp", """
+def logsumexp(x, dim=-1):
+    m = x.max()
+    m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
+    return (x - m).exp().sum(dim=dim).log() + m
+""", {"test_large_values"}),
+    "bug_lse_squeeze_all": ("logsumexp", """
+def logsumexp(x, dim=-1):
+    m = x.amax(dim=dim, keepdim=True)
+    m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
+    return ((x - m).exp().sum(dim=dim, keepdim=True).log() + m).squeeze()
+""", {"test_shape"}),
+    "bug_temperature_max_before_dividing": ("softmax_with_temperature", """
+def softmax_with_temperature(x, tau, dim=-1):
+    exps = ((x - x.amax(dim=dim, keepdim=True)) / tau).exp() if tau >= 1 else (x / tau - x.amax(dim=dim, keepdim=True)).exp()
+    return exps / exps.sum(dim=dim, keepdim=True)
+""", {"test_large_scores_any_temperature"}),
+    "bug_temperature_detached": ("softmax_with_temperature", """
+def softmax_with_temperature(x, tau, dim=-1):
+    z = x.detach() / tau
+    exps = (z - z.amax(dim=dim, keepdim=True)).exp()
+    return exps / exps.sum(dim=dim, keepdim=True)
+""", {"test_gradient"}),
+    "bug_scores_via_numpy": ("scaled_scores", """
+def scaled_scores(q, k, scale=None):
+    if scale is None:
+        scale = 1 / math.sqrt(q.shape[-1])
+    s = q.detach().numpy() @ k.detach().numpy().swapaxes(-2, -1)
+    return torch.from_numpy(s) * scale
+""", {"test_gradient"}),
+})

@@ -54,7 +54,7 @@ def mha_param_count(d_model, n_head, bias=True, n_kv_head=None):
     if d_model % n_head or n_head % n_kv_head:
         raise ValueError("n_head must divide d_model and n_kv_head must divide n_head")
     return 2 * d_model * d_model + 2 * d_model * n_kv_head * (d_model // n_head)
-""", {"test_with_bias"}),
+""", {"test_with_bias", "test_kv_heads"}),
     "bug_params_ignore_kv_heads": ("mha_param_count", """
 def mha_param_count(d_model, n_head, bias=True, n_kv_head=None):
     if d_model % n_head:
@@ -78,3 +78,32 @@ def kv_cache_bytes(n_layer, n_kv_head, d_head, seq_len, batch_size=1, bytes_per_
     return n_layer * seq_len * 2 * n_kv_head * d_head * bytes_per_number
 """, {"test_batch"}),
 }
+
+# Bugs only the second edition's checks catch (issue 14): crossed arguments, return types, defaults.
+BUGS.update({
+    "bug_params_kv_bias_full_width": ("mha_param_count", """
+def mha_param_count(d_model, n_head, bias=True, n_kv_head=None):
+    n_kv_head = n_head if n_kv_head is None else n_kv_head
+    if d_model % n_head or n_head % n_kv_head:
+        raise ValueError("n_head must divide d_model and n_kv_head must divide n_head")
+    d_kv = n_kv_head * (d_model // n_head)
+    weights = 2 * d_model * d_model + 2 * d_model * d_kv
+    return weights + (4 * d_model if bias else 0)
+""", {"test_kv_heads"}),
+    "bug_params_float": ("mha_param_count", """
+def mha_param_count(d_model, n_head, bias=True, n_kv_head=None):
+    n_kv_head = n_head if n_kv_head is None else n_kv_head
+    if d_model % n_head or n_head % n_kv_head:
+        raise ValueError("n_head must divide d_model and n_kv_head must divide n_head")
+    d_kv = n_kv_head * d_model / n_head
+    return 2 * (d_model * d_model + d_model * d_kv) + ((2 * d_model + 2 * d_kv) if bias else 0)
+""", {"test_returns_int"}),
+    "bug_kv_default_float32": ("kv_cache_bytes", """
+def kv_cache_bytes(n_layer, n_kv_head, d_head, seq_len, batch_size=1, bytes_per_number=4):
+    return n_layer * batch_size * seq_len * 2 * n_kv_head * d_head * bytes_per_number
+""", {"test_defaults"}),
+    "bug_merge_squeeze": ("merge_heads", """
+def merge_heads(x):
+    return torch.cat([x[:, i] for i in range(x.shape[1])], dim=-1).squeeze()
+""", {"test_shape"}),
+})

@@ -55,3 +55,29 @@ def post_ln_block(x, attn, mlp, norm1, norm2):
     return x + mlp(x)
 """, {"test_output_normalised", "test_matches_reference"}),
 }
+
+# Bugs only the second edition's checks catch (issue 14): detached statistics, a changed default eps.
+BUGS.update({
+    "bug_ln_detached_statistics": ("layer_norm", """
+def layer_norm(x, weight, bias, eps=1e-5):
+    mean = x.mean(dim=-1, keepdim=True).detach()
+    var = ((x - mean) ** 2).mean(dim=-1, keepdim=True).detach()
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+""", {"test_gradient"}),
+    "bug_rms_default_eps": ("rms_norm", """
+def rms_norm(x, weight, eps=1e-5):
+    return x / torch.sqrt((x ** 2).mean(dim=-1, keepdim=True) + eps) * weight
+""", {"test_default_eps"}),
+    "bug_rms_detached_rms": ("rms_norm", """
+def rms_norm(x, weight, eps=1e-6):
+    rms = torch.sqrt((x ** 2).mean(dim=-1, keepdim=True) + eps)
+    return x / rms.detach() * weight
+""", {"test_gradient"}),
+    "bug_ln_centres_callers_tensor": ("layer_norm", """
+def layer_norm(x, weight, bias, eps=1e-5):
+    x -= x.mean(dim=-1, keepdim=True)  # changes the caller's tensor
+    var = (x ** 2).mean(dim=-1, keepdim=True)
+    return x / torch.sqrt(var + eps) * weight + bias
+""", {"test_last_dim", "test_biased_variance", "test_constant_tokens", "test_weight_and_bias",
+      "test_matches_reference", "test_default_eps", "test_gradient"}),
+})

@@ -61,3 +61,19 @@ def collapse_linear(weights, biases):
     return w, biases[-1]
 """, {"test_bias"}),
 }
+
+# Bugs only the second edition's checks catch (issue 14): gradients that do not flow.
+BUGS.update({
+    "bug_gelu_gate_without_grad": ("gelu", """
+def gelu(x):
+    with torch.no_grad():
+        phi = 0.5 * (1 + torch.erf(x / math.sqrt(2)))
+    return x * phi
+""", {"test_gradient"}),
+    "bug_swiglu_gate_detached": ("swiglu_forward", """
+def swiglu_forward(x, w_gate, w_up, w_down):
+    a = x @ w_gate
+    gate = (a * torch.sigmoid(a)).detach()
+    return (gate * (x @ w_up)) @ w_down
+""", {"test_gradient"}),
+})

@@ -100,3 +100,19 @@ def alibi_bias(slopes, T):
     return -slopes[:, None, None] * (i - j).abs()
 """, {"test_matches_reference"}),
 }
+
+# Bugs only the second edition's checks catch (issue 14): gradients that do not flow.
+BUGS.update({
+    "bug_rope_angles_in_place_copy": ("rope_rotate", """
+def rope_rotate(x, positions):
+    d = x.shape[-1]
+    theta = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    angles = positions.to(torch.float64)[:, None] * theta
+    cos, sin = torch.cos(angles).to(x.dtype), torch.sin(angles).to(x.dtype)
+    out = torch.empty_like(x)
+    a, b = x[..., 0::2].detach(), x[..., 1::2].detach()
+    out[..., 0::2] = a * cos - b * sin
+    out[..., 1::2] = a * sin + b * cos
+    return out
+""", {"test_gradient"}),
+})

@@ -7,6 +7,7 @@ One property per check: the shape, the formula, and the bound |e_j| <= sum |v| t
 import torch
 
 from mastering_transformers.grading import check
+from mastering_transformers.grading.kit import assert_gradients_flow
 from mastering_transformers.grading.kit import largest
 
 
@@ -73,3 +74,17 @@ def test_bounded(additive_scores):
             f"for inputs of size ~100 a score reached {top:.3g}, more than sum |v| = {bound:.3g}: "
             "the tanh goes around W_s s + W_h h_j, before the dot product with v"
         )
+
+
+@check(points=1)
+def test_gradient(additive_scores):
+    """gradients flow to s, h, W_s, W_h and v (the attention of chapter 1 is trained)"""
+    g = torch.Generator().manual_seed(2350)
+    cases = []
+    for b, s_len, d_q, d_k, a in [(2, 4, 3, 5, 6), (1, 1, 2, 3, 4)]:
+        cases.append((torch.randn(b, d_q, generator=g, dtype=torch.float64),
+                      torch.randn(b, s_len, d_k, generator=g, dtype=torch.float64),
+                      torch.randn(a, d_q, generator=g, dtype=torch.float64),
+                      torch.randn(a, d_k, generator=g, dtype=torch.float64),
+                      torch.randn(a, generator=g, dtype=torch.float64)))
+    assert_gradients_flow(additive_scores, cases, wrt=(0, 1, 2, 3, 4), what="additive_scores", seed=2351)

@@ -9,6 +9,7 @@ block can fail it.
 import torch
 
 from mastering_transformers.grading import check
+from mastering_transformers.grading.kit import assert_gradients_flow
 from mastering_transformers.grading.kit import largest
 
 
@@ -98,3 +99,19 @@ def test_new_hidden(lstm_step):
             f"the new hidden state differs from torch.nn.LSTMCell's by up to {error:.2g}: it is sigmoid(o) * "
             "tanh(new c), computed from the updated cell"
         )
+
+
+@check(points=1)
+def test_gradient(lstm_step):
+    """gradients flow to x, h, c, both weights and both biases, through both outputs"""
+    g = torch.Generator().manual_seed(1750)
+    cases = []
+    for b, c_in, hidden in [(3, 4, 5), (1, 2, 3)]:
+        cases.append((torch.randn(b, c_in, generator=g, dtype=torch.float64),
+                      torch.randn(b, hidden, generator=g, dtype=torch.float64),
+                      torch.randn(b, hidden, generator=g, dtype=torch.float64),
+                      torch.randn(4 * hidden, c_in, generator=g, dtype=torch.float64) / c_in**0.5,
+                      torch.randn(4 * hidden, hidden, generator=g, dtype=torch.float64) / hidden**0.5,
+                      torch.randn(4 * hidden, generator=g, dtype=torch.float64),
+                      torch.randn(4 * hidden, generator=g, dtype=torch.float64)))
+    assert_gradients_flow(lstm_step, cases, wrt=(0, 1, 2, 3, 4, 5, 6), what="lstm_step", seed=1751)

@@ -7,6 +7,7 @@ One property per check: the shape, the tanh of the weighted sum (biases zero), b
 import torch
 
 from mastering_transformers.grading import check
+from mastering_transformers.grading.kit import assert_gradients_flow
 from mastering_transformers.grading.kit import largest
 
 
@@ -76,3 +77,18 @@ def test_biases(rnn_step):
             f"with nonzero biases the new state must be tanh(x @ W_ih.T + b_ih + h @ W_hh.T + b_hh); max error "
             f"{error:.2g} against torch.nn.RNNCell: add both biases inside the tanh"
         )
+
+
+@check(points=1)
+def test_gradient(rnn_step):
+    """gradients flow to x, h, both weights and both biases (backpropagation through time needs them)"""
+    g = torch.Generator().manual_seed(1350)
+    cases = []
+    for b, c, hidden in [(3, 4, 5), (1, 2, 3)]:
+        cases.append((torch.randn(b, c, generator=g, dtype=torch.float64),
+                      torch.randn(b, hidden, generator=g, dtype=torch.float64),
+                      torch.randn(hidden, c, generator=g, dtype=torch.float64) / c**0.5,
+                      torch.randn(hidden, hidden, generator=g, dtype=torch.float64) / hidden**0.5,
+                      torch.randn(hidden, generator=g, dtype=torch.float64),
+                      torch.randn(hidden, generator=g, dtype=torch.float64)))
+    assert_gradients_flow(rnn_step, cases, wrt=(0, 1, 2, 3, 4, 5), what="rnn_step", seed=1351)

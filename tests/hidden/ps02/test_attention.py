@@ -62,7 +62,8 @@ def _reference_weights(q, k, mask=None):
 @check(points=1)
 def test_shapes(attention):
     """shapes: output (..., T_q, D_v), weights (..., T_q, T_k)"""
-    for seed, lead, t_q, t_k, d, d_v in [(2501, (2, 3), 5, 7, 4, 6), (2502, (), 4, 9, 8, 3)]:
+    for seed, lead, t_q, t_k, d, d_v in [(2501, (2, 3), 5, 7, 4, 6), (2502, (), 4, 9, 8, 3),
+                                         (2503, (1, 1), 1, 3, 2, 1)]:
         q, k, v = _qkv(seed, lead, t_q, t_k, d, d_v)
         out, w = _call(attention, q, k, v)
         assert tuple(out.shape) == (*lead, t_q, d_v), (

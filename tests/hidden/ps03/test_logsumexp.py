@@ -1,14 +1,14 @@
 """Hidden checks for ps03 `logsumexp(x, dim=-1)`, against `torch.logsumexp` in float64.
 
-One property per check: the shape (dim removed), the value over the last dim, the `dim` argument, values like
-+-1000 (exp overflows float64 beyond 709), -inf entries. The value checks compare the numbers even when the shape is
+One property per check: the shape (dim removed, size-1 dims kept), the value over the last dim, the `dim` argument,
+values like +-1000 (exp overflows float64 beyond 709), rows far apart from each other, -inf entries, and gradients. The value checks compare the numbers even when the shape is
 wrong (a kept dimension is charged once, by the shape check).
 """
 
 import torch
 
 from mastering_transformers.grading import check
-from mastering_transformers.grading.kit import largest
+from mastering_transformers.grading.kit import assert_gradients_flow, largest
 
 
 def _result(logsumexp, x: torch.Tensor, dim: int | None) -> torch.Tensor:
@@ -36,7 +36,8 @@ def _error(out: torch.Tensor, reference: torch.Tensor) -> float:
 def test_shape(logsumexp):
     """shape: the reduced dim is dropped, (..., T) -> (...)"""
     g = torch.Generator().manual_seed(3601)
-    for shape, dim in [((4, 7), None), ((2, 3, 5), None), ((3, 4, 5), 0), ((3, 4, 5), 1), ((9,), None)]:
+    for shape, dim in [((4, 7), None), ((2, 3, 5), None), ((3, 4, 5), 0), ((3, 4, 5), 1), ((9,), None),
+                       ((1, 6), None), ((1, 1, 4), None), ((2, 1, 3), 2), ((5, 1), 0)]:
         x = torch.randn(*shape, generator=g, dtype=torch.float64)
         out = _result(logsumexp, x, dim)
         expected = tuple(torch.logsumexp(x, dim=-1 if dim is None else dim).shape)
@@ -78,12 +79,15 @@ def test_large_values(logsumexp):
     g = torch.Generator().manual_seed(3604)
     cases = [("around +1000", 1000 + 5 * torch.randn(4, 6, generator=g, dtype=torch.float64)),
              ("around -1000", -1000 + 5 * torch.randn(4, 6, generator=g, dtype=torch.float64)),
-             ("hundreds apart", 400 * torch.randn(4, 6, generator=g, dtype=torch.float64))]
+             ("hundreds apart", 400 * torch.randn(4, 6, generator=g, dtype=torch.float64)),
+             ("in rows far apart (one row near +1000, the next near -1000)",
+              torch.stack([1000 + 5 * torch.randn(6, generator=g, dtype=torch.float64),
+                           -1000 + 5 * torch.randn(6, generator=g, dtype=torch.float64)]))]
     for label, x in cases:
         error = _error(*_values(logsumexp, x))
         assert error < 1e-9, (
             f"for values {label} the relative error is {error:.2g} (inf or nan once exp overflows or underflows): "
-            "use m + log(sum(exp(x - m))) with m the max along dim"
+            "use m + log(sum(exp(x - m))) with m the max along dim (one max per slice, not one for the whole tensor)"
         )
 
 
@@ -106,3 +110,11 @@ def test_neg_inf(logsumexp):
     )
     error = _error(out[:4], reference[:4])
     assert error < 1e-9, f"with -inf entries, the rest must still give log(sum(exp(x))); relative error {error:.2g}"
+
+
+@check(points=1)
+def test_gradient(logsumexp):
+    """gradients flow to x (the softmax of x, the chapter's cross-entropy trains through it)"""
+    g = torch.Generator().manual_seed(3606)
+    cases = [(3 * torch.randn(*shape, generator=g, dtype=torch.float64),) for shape in [(4, 7), (2, 3, 5), (1, 6)]]
+    assert_gradients_flow(logsumexp, cases, wrt=(0,), what="logsumexp", seed=3607)

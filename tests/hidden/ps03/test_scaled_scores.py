@@ -1,7 +1,7 @@
 """Hidden checks for ps03 `scaled_scores(q, k, scale=None)`, against the dot products q_i . k_j (einsum, float64).
 
 One property per check: the shape, the dot products (up to a factor), the default factor 1/sqrt(d_k) with
-leading (batch, head) dimensions, and an explicit `scale`.
+leading (batch, head) dimensions, an explicit `scale`, and gradients to q and k.
 """
 
 import math
@@ -9,6 +9,7 @@ import math
 import torch
 
 from mastering_transformers.grading import check
+from mastering_transformers.grading.kit import assert_gradients_flow
 
 
 def _qk(seed: int, lead: tuple, t_q: int, t_k: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,7 +41,8 @@ def _scores(scaled_scores, q, k, **kwargs) -> torch.Tensor:
 @check(points=1)
 def test_shape(scaled_scores):
     """shape: (..., T_q, D), (..., T_k, D) -> (..., T_q, T_k)"""
-    for seed, lead, t_q, t_k, d in [(3101, (2, 3), 5, 7, 4), (3102, (), 6, 3, 9), (3103, (4,), 1, 8, 2)]:
+    for seed, lead, t_q, t_k, d in [(3101, (2, 3), 5, 7, 4), (3102, (), 6, 3, 9), (3103, (4,), 1, 8, 2),
+                                    (3104, (1, 1), 3, 1, 4)]:
         _scores(scaled_scores, *_qk(seed, lead, t_q, t_k, d))
 
 
@@ -80,3 +82,13 @@ def test_explicit_scale(scaled_scores):
             f"with scale={scale:.4g} the scores must be q . k times {scale:.4g} (the scale replaces 1/sqrt(d_k)); "
             f"yours are q . k times {c:.4g}"
         )
+
+
+@check(points=1)
+def test_gradient(scaled_scores):
+    """gradients flow to q and k (attention trains through the scores)"""
+    g = torch.Generator().manual_seed(3501)
+    cases = [(torch.randn(*lead, t_q, d, generator=g, dtype=torch.float64),
+              torch.randn(*lead, t_k, d, generator=g, dtype=torch.float64))
+             for lead, t_q, t_k, d in [((2,), 4, 5, 3), ((), 3, 3, 8), ((1, 2), 1, 4, 2)]]
+    assert_gradients_flow(scaled_scores, cases, wrt=(0, 1), what="scaled_scores", seed=3502)

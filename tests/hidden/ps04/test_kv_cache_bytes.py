@@ -1,7 +1,8 @@
 """Hidden checks for ps04 `kv_cache_bytes(n_layer, n_kv_head, d_head, seq_len, batch_size=1, bytes_per_number=2)`,
 against the bytes of real key and value tensors of that size.
 
-One property per check: one layer and one token (absolute), growth with layers and tokens, growth with the batch.
+One property per check: one layer and one token (absolute), growth with layers and tokens, growth with the batch,
+the defaults (batch_size=1, bytes_per_number=2).
 """
 
 import numbers
@@ -66,4 +67,17 @@ def test_batch(kv_cache_bytes):
         assert single > 0 and n == batch * single, (
             f"with batch_size={batch} the cache must be {batch} times that of one sequence ({single:g} bytes); "
             f"got {n:g}: every sequence of the batch has its own keys and values"
+        )
+
+
+@check(points=1)
+def test_defaults(kv_cache_bytes):
+    """defaults: batch_size=1 and bytes_per_number=2 (bfloat16)"""
+    for n_layer, n_kv_head, d_head, seq_len in [(2, 4, 16, 10), (6, 1, 8, 3)]:
+        n = _call(kv_cache_bytes, n_layer, n_kv_head, d_head, seq_len)
+        explicit = _call(kv_cache_bytes, n_layer, n_kv_head, d_head, seq_len, 1, 2)  # your function, all given
+        assert n == explicit, (
+            f"kv_cache_bytes({n_layer}, {n_kv_head}, {d_head}, {seq_len}) must use the defaults batch_size=1 and "
+            f"bytes_per_number=2, as kv_cache_bytes({n_layer}, {n_kv_head}, {d_head}, {seq_len}, 1, 2) = "
+            f"{explicit:g} does; got {n:g}"
         )

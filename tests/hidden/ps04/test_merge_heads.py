@@ -26,7 +26,7 @@ def _merged(merge_heads, x):
 @check(points=1)
 def test_shape(merge_heads):
     """shape (B, H, T, D) -> (B, T, H*D)"""
-    for seed, dims in enumerate([(2, 3, 5, 4), (1, 4, 7, 2), (3, 1, 6, 5)]):
+    for seed, dims in enumerate([(2, 3, 5, 4), (1, 4, 7, 2), (3, 1, 6, 5), (2, 2, 1, 3), (1, 1, 1, 4)]):
         _merged(merge_heads, _heads(4300 + seed, *dims))
 
 

@@ -1,7 +1,8 @@
 """Hidden checks for ps04 `mha_param_count(d_model, n_head, bias=True, n_kv_head=None)`, against the
 parameters of the four `nn.Linear` layers of such a layer, counted with `p.numel()`.
 
-One property per check: without biases, with biases, fewer key/value heads, invalid head counts.
+One property per check: without biases, with biases, fewer key/value heads (crossed with bias), invalid head
+counts, the return type (an int, as the task says).
 """
 
 import numbers
@@ -9,6 +10,7 @@ import numbers
 import torch
 
 from mastering_transformers.grading import check
+from mastering_transformers.grading.kit import expect_int
 
 
 def _counted(d_model, n_head, bias, n_kv_head=None):
@@ -51,12 +53,14 @@ def test_with_bias(mha_param_count):
 @check(points=1)
 def test_kv_heads(mha_param_count):
     """n_kv_head < n_head: k_proj and v_proj shrink to n_kv_head * D outputs"""
-    for d_model, n_head, n_kv_head, bias in [(32, 8, 2, False), (48, 6, 1, False), (64, 8, 4, False)]:
+    for d_model, n_head, n_kv_head, bias in [(32, 8, 2, False), (48, 6, 1, False), (64, 8, 4, False),
+                                             (32, 8, 2, True), (48, 6, 1, True), (24, 4, 4, True)]:
         n = _call(mha_param_count, d_model, n_head, bias=bias, n_kv_head=n_kv_head)
         expected = _counted(d_model, n_head, bias, n_kv_head)
         assert n == expected, (
             f"mha_param_count({d_model}, {n_head}, bias={bias}, n_kv_head={n_kv_head}) must be {expected}; "
-            f"got {n}: W_K and W_V map d_model to n_kv_head * D features, with D = d_model // n_head"
+            f"got {n}: W_K and W_V map d_model to n_kv_head * D features, with D = d_model // n_head (and with "
+            f"biases, their biases have n_kv_head * D numbers, not d_model)"
         )
 
 
@@ -74,3 +78,10 @@ def test_rejects_bad_head_counts(mha_param_count):
                 continue
             raise
         raise AssertionError(f"mha_param_count{args} with {kwargs or 'defaults'} must raise ValueError: {why}")
+
+
+@check(points=1)
+def test_returns_int(mha_param_count):
+    """returns a Python int"""
+    for args, kwargs in [((24, 3), {}), ((32, 8), {"bias": False, "n_kv_head": 2}), ((10, 1), {"bias": True})]:
+        expect_int(mha_param_count(*args, **kwargs), f"mha_param_count{args} with {kwargs or 'defaults'}")

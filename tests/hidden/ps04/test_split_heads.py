@@ -20,7 +20,7 @@ def _tensor(out, name="split_heads"):
 @check(points=1)
 def test_shape(split_heads):
     """shape (B, T, C) -> (B, H, T, D) with D = C // H"""
-    for seed, (b, t, c, h) in enumerate([(2, 5, 12, 3), (3, 7, 8, 4), (1, 4, 6, 1)]):
+    for seed, (b, t, c, h) in enumerate([(2, 5, 12, 3), (3, 7, 8, 4), (1, 4, 6, 1), (2, 1, 6, 2), (1, 1, 4, 4)]):
         out = _tensor(split_heads(_x(4100 + seed, b, t, c), h))
         assert tuple(out.shape) == (b, h, t, c // h), (
             f"for x of shape {(b, t, c)} and n_head={h} the result must have shape (B, H, T, D) = "

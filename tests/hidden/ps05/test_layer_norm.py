@@ -2,13 +2,15 @@
 in float64 and against the properties LayerNorm must have.
 
 One property per check: centring and scaling over the last dim (up to the variance convention), the biased
-variance, constant tokens (eps), the affine weight and bias, and the reference with random eps.
+variance, constant tokens (eps), the affine weight and bias, the reference with random eps, the default eps where
+it matters, and gradients that flow (chapter 5 trains through LayerNorm).
 """
 
 import torch
 import torch.nn.functional as F
 
 from mastering_transformers.grading import check
+from mastering_transformers.grading.kit import assert_gradients_flow
 
 
 def _x(seed: int, shape: tuple, loc: float = 2.0, scale: float = 3.0) -> torch.Tensor:
@@ -99,7 +101,8 @@ def test_weight_and_bias(layer_norm):
 def test_matches_reference(layer_norm):
     """matches torch.nn.functional.layer_norm (random shapes, weight, bias and eps)"""
     g = torch.Generator().manual_seed(5501)
-    for seed, shape, eps in [(5502, (2, 7, 12), 1e-5), (5503, (9, 5), 0.1), (5504, (3, 2, 4, 6), 1e-3)]:
+    for seed, shape, eps in [(5502, (2, 7, 12), 1e-5), (5503, (9, 5), 0.1), (5504, (3, 2, 4, 6), 1e-3),
+                             (5505, (1, 1, 5), 1e-5), (5506, (4, 1, 3), 0.5)]:
         x = _x(seed, shape, loc=-1.0, scale=0.5)
         c = shape[-1]
         weight, bias = torch.randn(c, generator=g), torch.randn(c, generator=g)
@@ -110,3 +113,30 @@ def test_matches_reference(layer_norm):
             f"for x of shape {shape} and eps={eps} the result differs from LayerNorm by up to {error:.3g}: "
             "(x - mean) / sqrt(var + eps) * weight + bias, with eps inside the square root"
         )
+
+
+@check(points=1)
+def test_default_eps(layer_norm):
+    """without an eps argument, eps is 1e-5 (it matters for tokens of tiny variance)"""
+    g = torch.Generator().manual_seed(5601)
+    x = 2e-3 * torch.randn(3, 8, generator=g, dtype=torch.float64)  # variance ~4e-6, comparable with eps
+    weight, bias = torch.randn(8, generator=g, dtype=torch.float64), torch.randn(8, generator=g, dtype=torch.float64)
+    y = _call(layer_norm, x, weight, bias)
+    explicit = _call(layer_norm, x, weight, bias, eps=1e-5)  # your own function, eps given: only the default differs
+    error = float((y - explicit).abs().nan_to_num(float("inf")).max())
+    assert error < 1e-9, (
+        f"layer_norm(x, weight, bias) differs from layer_norm(x, weight, bias, eps=1e-5) by {error:.3g} on tokens "
+        "whose variance is about 4e-6, where eps matters: keep the signature's default eps=1e-5"
+    )
+
+
+@check(points=1)
+def test_gradient(layer_norm):
+    """gradients flow to x, weight and bias (no detached mean or variance)"""
+    g = torch.Generator().manual_seed(5701)
+    cases = []
+    for shape in [(2, 3, 6), (4, 5), (1, 1, 4)]:
+        c = shape[-1]
+        cases.append((1 + 2 * torch.randn(*shape, generator=g, dtype=torch.float64),
+                      torch.randn(c, generator=g, dtype=torch.float64), torch.randn(c, generator=g, dtype=torch.float64)))
+    assert_gradients_flow(layer_norm, cases, wrt=(0, 1, 2), what="layer_norm", seed=5702)

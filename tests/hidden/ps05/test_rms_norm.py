@@ -2,12 +2,13 @@
 properties RMSNorm must have.
 
 One property per check: unit root mean square over the last dim, no centring, all-zero tokens (eps), the
-weight, and the closed form with random eps.
+weight, the closed form with random eps, the default eps where it matters, and gradients that flow.
 """
 
 import torch
 
 from mastering_transformers.grading import check
+from mastering_transformers.grading.kit import assert_gradients_flow
 
 
 def _x(seed: int, shape: tuple, loc: float = 1.5, scale: float = 2.0) -> torch.Tensor:
@@ -93,7 +94,8 @@ def test_weight(rms_norm):
 def test_matches_reference(rms_norm):
     """matches x / sqrt(mean(x^2) + eps) * weight (random shapes, weight and eps)"""
     g = torch.Generator().manual_seed(6501)
-    for seed, shape, eps in [(6502, (2, 7, 12), 1e-6), (6503, (9, 5), 0.1), (6504, (3, 2, 4, 6), 1e-3)]:
+    for seed, shape, eps in [(6502, (2, 7, 12), 1e-6), (6503, (9, 5), 0.1), (6504, (3, 2, 4, 6), 1e-3),
+                             (6505, (1, 1, 5), 1e-6), (6506, (4, 1, 3), 0.5)]:
         x = _x(seed, shape, loc=-0.5, scale=0.6)
         weight = torch.randn(shape[-1], generator=g)
         y = _call(rms_norm, x, weight, eps=eps)
@@ -102,3 +104,27 @@ def test_matches_reference(rms_norm):
             f"for x of shape {shape} and eps={eps} the result differs from x / sqrt(mean(x^2) + eps) * weight "
             f"by up to {error:.3g}"
         )
+
+
+@check(points=1)
+def test_default_eps(rms_norm):
+    """without an eps argument, eps is 1e-6 (it matters for tokens of tiny magnitude)"""
+    g = torch.Generator().manual_seed(6601)
+    x = 1e-3 * torch.randn(3, 8, generator=g, dtype=torch.float64)  # mean square ~1e-6, comparable with eps
+    weight = torch.randn(8, generator=g, dtype=torch.float64)
+    y = _call(rms_norm, x, weight)
+    explicit = _call(rms_norm, x, weight, eps=1e-6)  # your own function, eps given: only the default differs
+    error = float((y - explicit).abs().nan_to_num(float("inf")).max())
+    assert error < 1e-9, (
+        f"rms_norm(x, weight) differs from rms_norm(x, weight, eps=1e-6) by {error:.3g} on tokens whose mean "
+        "square is about 1e-6, where eps matters: keep the signature's default eps=1e-6"
+    )
+
+
+@check(points=1)
+def test_gradient(rms_norm):
+    """gradients flow to x and weight (no detached root mean square)"""
+    g = torch.Generator().manual_seed(6701)
+    cases = [(1 + 2 * torch.randn(*shape, generator=g, dtype=torch.float64),
+              torch.randn(shape[-1], generator=g, dtype=torch.float64)) for shape in [(2, 3, 6), (4, 5), (1, 1, 4)]]
+    assert_gradients_flow(rms_norm, cases, wrt=(0, 1), what="rms_norm", seed=6702)

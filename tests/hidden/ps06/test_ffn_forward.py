@@ -36,7 +36,8 @@ def _call(ffn_forward, x, params) -> torch.Tensor:
 @check(points=1)
 def test_shape(ffn_forward):
     """shape: (..., C) -> (..., C), with d_ff != C"""
-    for seed, lead, c, d_ff in [(6201, (2, 5), 4, 16), (6202, (3,), 6, 10), (6203, (2, 3, 2), 3, 12)]:
+    for seed, lead, c, d_ff in [(6201, (2, 5), 4, 16), (6202, (3,), 6, 10), (6203, (2, 3, 2), 3, 12),
+                                   (6204, (1, 1), 3, 5)]:
         g = torch.Generator().manual_seed(seed)
         _call(ffn_forward, torch.randn(*lead, c, generator=g, dtype=torch.float64), _params(seed, c, d_ff))
 

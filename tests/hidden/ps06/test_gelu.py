@@ -1,13 +1,15 @@
 """Hidden checks for ps06 `gelu(x)`, against `torch.nn.functional.gelu` (the exact erf form) in float64.
 
 One property per check: the limits (0 at 0, ~x for large x, ~0 for very negative x), closeness to GELU on
-random inputs (an approximation passes this one), and the exact erf form (an approximation does not).
+random inputs (an approximation passes this one), the exact erf form (an approximation does not), and gradients
+that flow through both factors of x * Phi(x).
 """
 
 import torch
 import torch.nn.functional as F
 
 from mastering_transformers.grading import check
+from mastering_transformers.grading.kit import assert_gradients_flow
 
 
 def _gelu(gelu, x: torch.Tensor) -> torch.Tensor:
@@ -56,3 +58,11 @@ def test_exact_form(gelu):
         f"max error {error:.2g} against the exact x * (1 + erf(x / sqrt(2))) / 2 on [-5, 5] (in float64): "
         "use torch.erf, not the tanh or sigmoid approximation"
     )
+
+
+@check(points=1)
+def test_gradient(gelu):
+    """gradients flow through x and through Phi(x) (a network trains through GELU)"""
+    g = torch.Generator().manual_seed(6150)
+    cases = [(2 * torch.randn(*shape, generator=g, dtype=torch.float64),) for shape in [(7, 5), (1, 1, 4), (30,)]]
+    assert_gradients_flow(gelu, cases, wrt=(0,), what="gelu", seed=6151)

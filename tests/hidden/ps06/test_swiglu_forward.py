@@ -2,13 +2,15 @@
 (silu(x w_gate) * (x w_up)) w_down written with `torch.nn.functional.silu`, in float64.
 
 One property per check: the shape, the values, linearity in the up branch (silu on the wrong branch fails
-it), and a zero gate giving a zero output (a sigmoid gate, as in the original GLU, fails it).
+it), a zero gate giving a zero output (a sigmoid gate, as in the original GLU, fails it), and gradients to x and
+the three weights.
 """
 
 import torch
 import torch.nn.functional as F
 
 from mastering_transformers.grading import check
+from mastering_transformers.grading.kit import assert_gradients_flow
 
 
 def _weights(seed: int, c: int, d_ff: int):
@@ -31,7 +33,8 @@ def _call(swiglu_forward, x, w_gate, w_up, w_down) -> torch.Tensor:
 @check(points=1)
 def test_shape(swiglu_forward):
     """shape: (..., C) -> (..., C), with d_ff != C"""
-    for seed, lead, c, d_ff in [(6501, (2, 5), 6, 16), (6502, (4,), 3, 8), (6503, (2, 2, 3), 5, 7)]:
+    for seed, lead, c, d_ff in [(6501, (2, 5), 6, 16), (6502, (4,), 3, 8), (6503, (2, 2, 3), 5, 7),
+                                   (6504, (1, 1), 4, 6)]:
         g = torch.Generator().manual_seed(seed)
         _call(swiglu_forward, torch.randn(*lead, c, generator=g, dtype=torch.float64), *_weights(seed, c, d_ff))
 
@@ -79,3 +82,12 @@ def test_zero_gate(swiglu_forward):
         f"with w_gate = 0 the gate is silu(0) = 0 * sigmoid(0) = 0, so the output must be 0; got values up to "
         f"{largest:.3g}: the gate is silu(z) = z * sigmoid(z), not sigmoid(z)"
     )
+
+
+@check(points=1)
+def test_gradient(swiglu_forward):
+    """gradients flow to x, w_gate, w_up and w_down"""
+    g = torch.Generator().manual_seed(6750)
+    cases = [(torch.randn(*lead, c, generator=g, dtype=torch.float64), *_weights(6751 + k, c, d_ff))
+             for k, (lead, c, d_ff) in enumerate([((2, 3), 4, 6), ((1,), 3, 5)])]
+    assert_gradients_flow(swiglu_forward, cases, wrt=(0, 1, 2, 3), what="swiglu_forward", seed=6752)

@@ -1,12 +1,14 @@
 """Hidden checks for ps07 `rope_rotate(x, positions)`, against rotation as complex multiplication
 (torch.view_as_complex, pair (x[2i], x[2i+1]) -> z_i * exp(j p theta_i)) in float64.
 
-One property per check: the shape, position 0, pair lengths, the relative property, the reference.
+One property per check: the shape (size-1 dims included), position 0, pair lengths, the relative property, the
+reference, gradients.
 """
 
 import torch
 
 from mastering_transformers.grading import check
+from mastering_transformers.grading.kit import assert_gradients_flow
 
 
 def _reference(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -33,7 +35,8 @@ def _rotate(rope_rotate, x: torch.Tensor, positions: torch.Tensor) -> torch.Tens
 @check(points=1)
 def test_shape(rope_rotate):
     """keeps the shape (..., T, D)"""
-    for seed, shape in [(7101, (2, 3, 5, 8)), (7102, (6, 4)), (7103, (2, 9, 16))]:
+    for seed, shape in [(7101, (2, 3, 5, 8)), (7102, (6, 4)), (7103, (2, 9, 16)), (7104, (1, 1, 4)),
+                        (7105, (3, 1, 6))]:
         _rotate(rope_rotate, _x(seed, *shape), torch.arange(shape[-2]))
 
 
@@ -91,3 +94,12 @@ def test_matches_reference(rope_rotate):
             f"{error:.3g}: x'[2i] = x[2i] cos a - x[2i+1] sin a, x'[2i+1] = x[2i] sin a + x[2i+1] cos a, "
             "a = position * 10000^(-2i/D)"
         )
+
+
+@check(points=1)
+def test_gradient(rope_rotate):
+    """gradients flow to x (queries and keys are trained through the rotation)"""
+    g = torch.Generator().manual_seed(7601)
+    cases = [(torch.randn(*shape, generator=g, dtype=torch.float64), torch.arange(shape[-2]) + offset)
+             for shape, offset in [((2, 5, 8), 0), ((1, 1, 4), 3), ((3, 6), 10)]]
+    assert_gradients_flow(rope_rotate, cases, wrt=(0,), what="rope_rotate", seed=7602)
