@@ -131,3 +131,36 @@ def test_home_page_navigation_and_search(server, browser):
     assert problems == [], "\n".join(problems)
     assert any("Attention" in h for h in hits), f"searching 'softmax' did not find the attention chapter: {hits}"
     page.close()
+
+
+INTERPRETABILITY = "chapters/15_interpretability.html"
+
+
+@pytest.mark.skipif(INTERPRETABILITY not in CHAPTERS, reason="chapter 15 is not listed in _toc.yml")
+def test_bertviz_views_draw_offline(server, browser):
+    """Chapter 15's bertviz views: require.js, d3 and jQuery come from the book's own copies (_vendor/bertviz),
+    and both views draw their SVG with every outside request refused."""
+    page, problems = open_page(browser, f"{server}/{INTERPRETABILITY}")
+    scripts = page.eval_on_selector_all("script[src]", "ss => ss.map(s => s.src)")
+    assert any(s.endswith("/bertviz/require.js") for s in scripts), f"require.js is not loaded from the book: {scripts}"
+    try:
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('div[id^=bertviz-]')].filter(v => v.querySelector('#vis svg')).length"
+            " >= 2", timeout=30_000)
+    except Exception:  # say why: usually a module that could not be loaded
+        pytest.fail("the bertviz views did not draw within 30 s:\n" + "\n".join(problems), pytrace=False)
+    views = page.eval_on_selector_all("div[id^=bertviz-]", """vs => vs.map(v => ({
+        svg: v.querySelectorAll('#vis svg').length,
+        shapes: v.querySelectorAll('#vis svg line, #vis svg rect, #vis svg path').length,
+        texts: v.querySelectorAll('#vis svg text').length,
+        layers: v.querySelectorAll('select#layer option').length}))""")
+    assert len(views) == 2, f"expected a head view and a model view; found {views}"
+    head, model = views
+    assert head["layers"] == 4 and head["texts"] >= 20 and head["shapes"] >= 20, f"the head view is empty: {head}"
+    assert model["svg"] >= 1 and model["shapes"] >= 16, f"the model view is empty: {model}"
+    # the modules require.js loaded (from localhost: every other request is refused) are the shipped versions
+    d3 = page.evaluate("() => new Promise(ok => require(['d3', 'jquery'], (d3, $) => ok([d3.version, $.fn.jquery])))")
+    assert d3[0].startswith("5.") and d3[1].startswith("2."), f"unexpected d3 / jQuery versions {d3}"
+    page.wait_for_timeout(500)  # late errors (a failed module load is reported after its timeout)
+    assert problems == [], "\n".join(problems)
+    page.close()

@@ -485,7 +485,7 @@ def test_clear_errors_on_bad_configs():
     with pytest.raises(ValueError, match="mlp must be one of"):
         config(mlp="relu6")
     with pytest.raises(ValueError, match="pos must be one of"):
-        config(pos="none")
+        config(pos="nope")  # ("none", no positions, is a valid choice: tests/test_gpt_nope.py)
     with pytest.raises(ValueError, match="attn_backend must be one of"):
         config(attn_backend="cuda")
     with pytest.raises(ValueError, match="dropout"):

@@ -13,8 +13,56 @@ from .attention import (
 )
 from .block import Block
 from .data import CharVocab, build_corpus, get_batch, load_corpus, train_val_split
+from . import distributed
+from .flops import (
+    PEAK_FLOPS,
+    activation_elements,
+    checkpoint_blocks,
+    count_flops,
+    expected_tokens_per_s,
+    flops_per_token,
+    matmul_params,
+    mfu,
+    saved_activation_bytes,
+    tensor_bytes,
+    training_memory,
+)
 from .generate import sample_next, top_k_filter, top_p_filter
+from .finetune import (
+    SPECIAL_TOKENS,
+    LoRALinear,
+    SFTExample,
+    SFTTokenizer,
+    add_special_tokens,
+    apply_lora,
+    choice_accuracy,
+    instruction_dataset,
+    mask_prompt_targets,
+    merge_lora,
+    sft_accuracy,
+    sft_train,
+)
+from .flash import TensorMemory, flash_attention, online_softmax, tiled_attention_backward, tiled_attention_forward
 from .gpt import GPT, GPTConfig
+from .inference import (
+    Int8Linear,
+    KVCache,
+    LayerKVCache,
+    dequantize_int8,
+    forward_with_cache,
+    generate_batch,
+    generate_cached,
+    kv_cache_bytes,
+    model_bytes,
+    pad_left,
+    position_mask,
+    quantize_int8,
+    quantize_linears,
+    residual_distribution,
+    speculative_accept,
+    speculative_generate,
+    to_grouped_query,
+)
 from .encoder_decoder import (
     AttentionPool,
     DecoderBlock,
@@ -37,10 +85,37 @@ from .positional import (
     sinusoidal_encoding,
 )
 from .rnn import LSTM, RNN, AdditiveAttention, LSTMCell, RNNCell, Seq2Seq
+from .scaling import (
+    CHINCHILLA,
+    CHINCHILLA_REFIT,
+    CHINCHILLA_TOKENS_PER_PARAM,
+    PowerLawFit,
+    attention_ffn_flops,
+    chinchilla_budget,
+    compute_optimal,
+    fit_loss_surface,
+    fit_power_law,
+    loss_surface,
+)
 from .tokenizer import Tokenizer, bytes_to_unicode, pretokenize, train_bpe
 from .tracing import Trace, TraceRow, count_parameters, trace
 from .utils import default_device, seed_everything
-from .viz import plot_attention
+from .interp import (
+    ablate_heads,
+    attention_backward,
+    attention_maps,
+    classify_heads,
+    first_token_score,
+    head_scores,
+    induction_score,
+    logit_lens,
+    previous_token_score,
+    repeated_random_tokens,
+    residual_stream,
+    token_losses,
+    zero_head,
+)
+from .viz import bertviz_html, plot_attention, plot_heads, visible_tokens
 
 __version__ = "0.1.0"
 
@@ -63,6 +138,28 @@ def __getattr__(name):
 
 
 __all__ = [
+    "SPECIAL_TOKENS",
+    "LoRALinear",
+    "SFTExample",
+    "SFTTokenizer",
+    "add_special_tokens",
+    "apply_lora",
+    "choice_accuracy",
+    "instruction_dataset",
+    "mask_prompt_targets",
+    "merge_lora",
+    "sft_accuracy",
+    "sft_train",
+    "CHINCHILLA",
+    "CHINCHILLA_REFIT",
+    "CHINCHILLA_TOKENS_PER_PARAM",
+    "PowerLawFit",
+    "attention_ffn_flops",
+    "chinchilla_budget",
+    "compute_optimal",
+    "fit_loss_surface",
+    "fit_power_law",
+    "loss_surface",
     "AdditiveAttention",
     "AttentionPool",
     "Block",
@@ -120,3 +217,18 @@ __all__ = [
 ]
 
 __all__ += ["AdamW", "clip_grad_norm", "lr_at", *_TRAIN_NAMES]
+__all__ += [  # chapter 13: FLOPs, MFU and memory; several processes (mt.distributed)
+    "PEAK_FLOPS", "activation_elements", "checkpoint_blocks", "count_flops", "distributed", "expected_tokens_per_s",
+    "flops_per_token", "matmul_params", "mfu", "saved_activation_bytes", "tensor_bytes", "training_memory",
+]
+__all__ += [  # chapter 15: looking inside a trained model
+    "ablate_heads", "attention_backward", "attention_maps", "bertviz_html", "classify_heads", "first_token_score",
+    "head_scores", "induction_score", "logit_lens", "plot_heads", "previous_token_score", "repeated_random_tokens",
+    "residual_stream", "token_losses", "visible_tokens", "zero_head",
+]
+__all__ += ["TensorMemory", "flash_attention", "online_softmax", "tiled_attention_backward", "tiled_attention_forward"]
+__all__ += [  # chapter 14: inference (KV cache, sliding window, batching, speculative decoding, int8)
+    "Int8Linear", "KVCache", "LayerKVCache", "dequantize_int8", "forward_with_cache", "generate_batch",
+    "generate_cached", "kv_cache_bytes", "model_bytes", "pad_left", "position_mask", "quantize_int8",
+    "quantize_linears", "residual_distribution", "speculative_accept", "speculative_generate", "to_grouped_query",
+]

@@ -128,12 +128,41 @@ def _sdpa_backend(q, k, v, mask=None, dropout_p=0.0, is_causal=False):
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
 
 
-ATTENTION_BACKENDS = {"mt": _mt_backend, "sdpa": _sdpa_backend}
+def _flash_backend(q, k, v, mask=None, dropout_p=0.0, is_causal=False):
+    # chapter 12's tiled attention; imported here, on first use, so that attention.py stays the lower module
+    if mask is not None:
+        raise ValueError(
+            "the 'flash' backend supports is_causal=True or no mask, not an explicit mask (padding, ALiBi): "
+            "use backend 'mt' or 'sdpa' for those"
+        )
+    if dropout_p:
+        raise ValueError(f"the 'flash' backend has no attention dropout; got dropout_p={dropout_p} (set dropout=0)")
+    from .flash import flash_attention
+
+    return flash_attention(q, k, v, causal=is_causal)
+
+
+def _triton_backend(q, k, v, mask=None, dropout_p=0.0, is_causal=False):
+    # chapter 12's Triton kernel; imported on first call, so the package imports without triton installed
+    if mask is not None or dropout_p:
+        raise ValueError(
+            "the 'triton' backend supports is_causal=True or no mask, and no attention dropout; "
+            f"got mask={'a tensor' if mask is not None else None}, dropout_p={dropout_p} (use 'mt' or 'sdpa' for those)"
+        )
+    from .flash_triton import flash_attention as triton_flash_attention
+
+    return triton_flash_attention(q, k, v, causal=is_causal)
+
+
+ATTENTION_BACKENDS = {"mt": _mt_backend, "sdpa": _sdpa_backend, "flash": _flash_backend, "triton": _triton_backend}
 """Name -> ``fn(q, k, v, mask=None, dropout_p=0.0, is_causal=False)``: (B, H, T, D) x 3 -> (B, H, T, D).
 
 ``"mt"`` is the course's ``scaled_dot_product_attention`` (chapters 2-3); ``"sdpa"`` is PyTorch's
 ``F.scaled_dot_product_attention`` (fused kernels). ``mask`` is bool (True = may attend) or additive float.
-A later chapter adds its own entry (chapter 12: ``"flash"``); ``GPTConfig`` accepts every name listed here.
+``"flash"`` is chapter 12's tiled attention ``mt.flash.flash_attention`` (causal or unmasked, no dropout).
+``"triton"`` is chapter 12's Triton kernel ``mt.flash_triton.flash_attention`` (same limits; CUDA, or the CPU
+under TRITON_INTERPRET=1; imports triton on first call).
+``GPTConfig`` accepts every name listed here.
 """
 
 POSITIONAL_HOOKS = (None, "rope", "alibi")
@@ -229,14 +258,14 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"{name} must have shape (B, T, d_model={self.d_model}); got {tuple(t.shape)}")
 
     def _alibi(self, t: int, s: int, q_pos: torch.Tensor | None, k_pos: torch.Tensor | None, device) -> torch.Tensor:
-        """ALiBi's bias (H, T, S): -m_h * (position of query i - position of key j)."""
+        """ALiBi's bias (H, T, S), or (B, H, T, S) for per-row positions: -m_h * (position of query i - of key j)."""
         if q_pos is None and k_pos is None:
             return alibi_bias(self.n_head, t, s, device=device)
         q_pos = torch.arange(t, device=device) if q_pos is None else q_pos
         k_pos = torch.arange(s, device=device) if k_pos is None else k_pos
         slopes = alibi_slopes(self.n_head).to(device)
-        distance = q_pos.to(torch.float32)[:, None] - k_pos.to(torch.float32)[None, :]  # (T, S)
-        return -slopes[:, None, None] * distance
+        distance = q_pos.to(torch.float32)[..., :, None] - k_pos.to(torch.float32)[..., None, :]  # ([B,] T, S)
+        return -slopes[:, None, None] * distance.unsqueeze(-3)
 
     def forward(
         self,
@@ -246,6 +275,7 @@ class MultiHeadAttention(nn.Module):
         is_causal: bool = False,
         need_weights: bool = False,
         positions: torch.Tensor | None = None,
+        cache=None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Queries from x (B, T, C), keys and values from kv (B, S, C) (default x) -> y (B, T, C).
 
@@ -254,6 +284,13 @@ class MultiHeadAttention(nn.Module):
         computed by ``mt.scaled_dot_product_attention``; otherwise by the ``backend`` chosen at construction.
         ``positions`` (T,): the positions of the queries for ``pos="rope"``/``"alibi"`` (default 0 .. T-1);
         in self-attention the keys share them, in cross-attention (kv given) the keys are at 0 .. S-1.
+        Positions may also be given per row, (B, T) (chapter 14: prompts of different lengths in one batch).
+
+        ``cache`` (chapter 14, ``mt.inference``): a layer's KV cache, an object whose
+        ``update(k, v, positions) -> (keys, values, mask, key_positions)`` stores the new keys and values
+        (B, H_kv, T, D) and returns every key and value to attend to (B, H_kv, S, D), the boolean mask
+        (B, 1, T, S) and the keys' positions (B, S). The queries then default to the positions after the
+        cached ones, attention is causal by position, and neither ``kv``, ``mask`` nor ``is_causal`` may be given.
         """
         self_attention = kv is None
         kv = x if kv is None else kv
@@ -273,19 +310,34 @@ class MultiHeadAttention(nn.Module):
                 ok = False
             if not ok:
                 raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to (B, H, T, S)={target}")
+        if cache is not None:
+            if not self_attention or mask is not None or is_causal:
+                raise ValueError(
+                    "with a cache the attention is causal self-attention masked by position: pass neither kv, "
+                    "mask nor is_causal"
+                )
+            if positions is None:
+                positions = cache.next_positions(b, t)
         if positions is not None:
             positions = torch.as_tensor(positions, device=x.device)
-            if positions.shape != (t,):
-                raise ValueError(f"positions must have shape (T,)=({t},); got {tuple(positions.shape)}")
+            if positions.shape not in ((t,), (b, t)):
+                raise ValueError(
+                    f"positions must have shape (T,)=({t},) or (B, T)=({b}, {t}); got {tuple(positions.shape)}"
+                )
         k_positions = positions if self_attention else None
+        # apply_rope broadcasts positions over (..., T): per-row positions (B, T) become (B, 1, T) for the heads
+        rope_pos = positions[:, None, :] if positions is not None and positions.dim() == 2 else positions
 
         q = split_heads(self.q_proj(x), self.n_head)  # (B, H, T, D)
         k = split_heads(self.k_proj(kv), self.n_kv_head)  # (B, H_kv, S, D)
         v = split_heads(self.v_proj(kv), self.n_kv_head)
         if self.pos == "rope":  # rotate queries and keys (never values) by their positions
-            q = apply_rope(q, positions, base=self.rope_base)
-            k = apply_rope(k, k_positions, base=self.rope_base)
-        elif self.pos == "alibi":  # a distance penalty added to the scores, merged with the mask
+            q = apply_rope(q, rope_pos, base=self.rope_base)
+            k = apply_rope(k, rope_pos if self_attention else None, base=self.rope_base)
+        if cache is not None:  # keys are stored rotated: a cached key never needs its rotation again
+            k, v, mask, k_positions = cache.update(k, v, positions)
+            s = k.shape[-2]
+        if self.pos == "alibi":  # a distance penalty added to the scores, merged with the mask
             bias = self._alibi(t, s, positions, k_positions, x.device).to(q.dtype)  # (H, T, S)
             if is_causal:
                 mask, is_causal = causal_mask(t, s, device=x.device), False
@@ -304,7 +356,9 @@ class MultiHeadAttention(nn.Module):
         if need_weights:
             y, weights = scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=p, is_causal=is_causal)
         else:
-            y = ATTENTION_BACKENDS[self.backend](q, k, v, mask=mask, dropout_p=p, is_causal=is_causal)
+            # a cache always brings an explicit mask, which only the "mt" and "sdpa" backends accept
+            backend = self.backend if cache is None or self.backend == "mt" else "sdpa"
+            y = ATTENTION_BACKENDS[backend](q, k, v, mask=mask, dropout_p=p, is_causal=is_causal)
         y = self.o_proj(merge_heads(y))  # concatenate the heads, then W_O
         return (y, weights) if need_weights else y
 

@@ -39,7 +39,7 @@ from .positional import LearnedPositionalEmbedding, sinusoidal_encoding
 
 NORMS = ("layer", "rms")
 MLPS = ("gelu", "swiglu")
-POSITIONS = ("learned", "sinusoidal", "rope", "alibi")
+POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "none")
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -55,11 +55,13 @@ class GPTConfig:
     ``n_layer`` blocks, ``n_head`` query heads of size ``n_embd // n_head``, ``n_kv_head`` key/value heads
     (None: = n_head; fewer: grouped-query attention), ``dropout`` (embeddings, attention weights, residual
     branches), ``bias`` (linear layers and LayerNorms), ``norm`` "layer" | "rms", ``mlp`` "gelu" | "swiglu",
-    ``pos`` "learned" | "sinusoidal" | "rope" | "alibi", ``tie_weights`` (head shares the token embedding),
+    ``pos`` "learned" | "sinusoidal" | "rope" | "alibi" | "none" (no positional information: the causal mask is
+    then the only source of order; chapter 7 compares all five), ``tie_weights`` (head shares the token embedding),
     ``attn_backend`` a name in ``mt.attention.ATTENTION_BACKENDS`` ("sdpa": PyTorch's fused kernel; "mt": the
     course's ``scaled_dot_product_attention``). ``d_ff`` is the MLP's hidden size (None: 4 n_embd for
     "gelu", ``mt.swiglu_hidden_size(n_embd)`` for "swiglu"), ``rope_base`` RoPE's base, ``init_std`` the
-    standard deviation of GPT-2's initialisation.
+    standard deviation of GPT-2's initialisation. ``prenorm`` False builds Post-LN blocks (Vaswani et al.,
+    2017; chapter 5): the ablation of chapter 16; the final norm is kept either way.
     """
 
     vocab_size: int
@@ -78,6 +80,7 @@ class GPTConfig:
     d_ff: int | None = None
     rope_base: float = 10000.0
     init_std: float = 0.02
+    prenorm: bool = True
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -98,7 +101,7 @@ class GPTConfig:
             _positive_int("d_ff", self.d_ff)
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be a number in [0, 1); got {self.dropout!r}")
-        for name in ("bias", "tie_weights"):
+        for name in ("bias", "tie_weights", "prenorm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}")
         for name, choices in (("norm", NORMS), ("mlp", MLPS), ("pos", POSITIONS)):
@@ -156,9 +159,9 @@ class GPT(nn.Module):
     ``forward(idx, targets=None)`` returns ``(logits, loss)``; ``loss`` is None without targets, else the
     mean cross-entropy over every position whose target is not -100 (``ignore_index``). With learned
     positions T may not exceed ``block_size`` (a ``ValueError`` says so); sinusoidal, RoPE and ALiBi
-    positions are formulas, so the forward also accepts longer sequences, though the model was only
-    trained on lengths up to ``block_size`` (chapter 7 measures what happens beyond). ``generate`` always
-    feeds at most the last ``block_size`` tokens.
+    positions are formulas, and "none" has no positions at all, so the forward also accepts longer
+    sequences, though the model was only trained on lengths up to ``block_size`` (chapter 7 measures what
+    happens beyond). ``generate`` always feeds at most the last ``block_size`` tokens.
     """
 
     def __init__(self, config: GPTConfig | Mapping[str, Any]):
@@ -179,7 +182,7 @@ class GPT(nn.Module):
         attn_pos = c.pos if c.pos in ("rope", "alibi") else None
         self.blocks = nn.ModuleList(
             Block(
-                c.n_embd, c.n_head, d_ff=c.d_ff, norm_first=True, norm=c.norm, dropout=c.dropout, bias=c.bias,
+                c.n_embd, c.n_head, d_ff=c.d_ff, norm_first=c.prenorm, norm=c.norm, dropout=c.dropout, bias=c.bias,
                 n_kv_head=c.n_kv_head, mlp=c.mlp, pos=attn_pos, rope_base=c.rope_base, backend=c.attn_backend,
             )
             for _ in range(c.n_layer)
@@ -336,7 +339,7 @@ class GPT(nn.Module):
         random stream). A row that produces one of ``stop_tokens`` is finished: it keeps that token and
         is padded with it while other rows continue; generation ends early once every row is finished.
         The model runs in eval mode (no dropout) and is put back in its previous mode afterwards. There is
-        no KV cache: every step recomputes the whole window (chapter 14 adds the cache).
+        no KV cache: every step recomputes the whole window (chapter 14: ``mt.generate_cached`` keeps one).
         """
         self._check_ids(idx)  # longer than block_size is fine here: only the last block_size tokens are fed
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:

@@ -161,20 +161,30 @@ def alibi_slopes(n_head: int) -> torch.Tensor:
 
 
 def alibi_bias(
-    n_head: int, t_q: int, t_k: int | None = None, *, device: str | torch.device | None = None
+    n_head: int,
+    t_q: int,
+    t_k: int | None = None,
+    *,
+    offset: int = 0,
+    device: str | torch.device | None = None,
 ) -> torch.Tensor:
-    """ALiBi's additive attention bias: (H, T_q, T_k), bias[h, i, j] = -m_h * (i - j).
+    """ALiBi's additive attention bias: (H, T_q, T_k), bias[h, i, j] = -m_h * (offset + i - j).
 
-    Added to the scores before the softmax, it penalises a key linearly in its distance i - j behind the
+    Added to the scores before the softmax, it penalises a key linearly in its distance behind the
     query, more steeply in the heads with larger slopes. Meant for causal attention: combine it with the
-    causal mask (future keys, j > i, get a positive bias that the mask must remove). Query i and key j
-    are positions i and j, aligned at the top-left like ``causal_mask``. The result broadcasts against
-    scores (B, H, T_q, T_k), e.g. as the float ``mask`` of ``scaled_dot_product_attention``.
+    causal mask (future keys get a positive bias that the mask must remove). Query i is at position
+    ``offset + i`` and key j at position j; with ``offset = 0`` they are aligned at the top-left like
+    ``causal_mask``. A KV cache (chapter 14) sets ``offset`` to the number of tokens already cached, so that
+    the T_q new queries sit after them (``t_k`` then defaults to ``offset + t_q``, every key so far).
+    The result broadcasts against scores (B, H, T_q, T_k), e.g. as the float ``mask`` of
+    ``scaled_dot_product_attention``.
     """
-    t_k = t_q if t_k is None else t_k
+    t_k = offset + t_q if t_k is None else t_k
     if t_q < 0 or t_k < 0:
         raise ValueError(f"sequence lengths must be >= 0; got t_q={t_q}, t_k={t_k}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be an int >= 0 (the number of cached positions); got {offset!r}")
     slopes = alibi_slopes(n_head).to(device)
-    i = torch.arange(t_q, device=device, dtype=torch.float32)[:, None]
+    i = torch.arange(offset, offset + t_q, device=device, dtype=torch.float32)[:, None]
     j = torch.arange(t_k, device=device, dtype=torch.float32)[None, :]
     return -slopes[:, None, None] * (i - j)

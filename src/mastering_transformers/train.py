@@ -18,6 +18,12 @@ The same loop is a command line tool::
 
     python -m mastering_transformers.train --preset cpu-char [--key=value ...] [--resume PATH]
 
+and runs data-parallel on N processes when ``torchrun`` launches it (chapter 13; ``mt.distributed``)::
+
+    torchrun --nproc_per_node=N -m mastering_transformers.train --preset tiny [--distributed=ddp|fsdp]
+
+``batch_size`` is then the global batch: every rank draws it and trains on its 1/N of the rows.
+
 It shows a progress bar with tokens/s, evaluates periodically, and writes into ``out_dir`` a CSV log
 (``log.csv``), the full checkpoint (``ckpt.pt``), the weights alone (``model.pt``, what
 ``load_checkpoint`` reads), a loss-curve figure (``loss.png``) and a sample of generated text
@@ -47,6 +53,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from . import distributed as dist_mt
 from .data import CharVocab, build_corpus, get_batch, train_val_split
 from .gpt import GPT, GPTConfig
 from .optim import AdamW, clip_grad_norm, lr_at
@@ -188,7 +195,8 @@ class TrainConfig:
     character. ``lr_decay_iters`` None means ``max_iters``; ``grad_clip`` 0 turns clipping off;
     ``optimizer`` is "torch" (``torch.optim.AdamW``, ``fused`` as given) or "mt" (``mt.AdamW``); ``dtype``
     "bfloat16" trains under autocast; ``device`` "auto" picks cuda, then mps, then cpu; ``threads`` 0
-    leaves PyTorch's default; ``out_dir`` "" means ``runs/<preset>``.
+    leaves PyTorch's default; ``out_dir`` "" means ``runs/<preset>``. Under ``torchrun``, ``distributed``
+    is "ddp" or "fsdp" and ``dist_timeout_s`` bounds every collective (a dead rank stops the run).
     """
 
     # the model (GPTConfig)
@@ -241,6 +249,9 @@ class TrainConfig:
     compile: bool = False
     threads: int = 0
     seed: int = 0
+    # several processes (torchrun; chapter 13)
+    distributed: str = "ddp"
+    dist_timeout_s: float = 60.0
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -402,6 +413,10 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"optimizer must be 'torch' or 'mt'; got {config.optimizer!r}")
     if config.optimizer == "mt" and config.fused:
         raise ConfigError("fused=true needs optimizer=torch (mt.AdamW is a plain loop)")
+    if config.distributed not in dist_mt.STRATEGIES:
+        raise ConfigError(f"distributed must be one of {', '.join(dist_mt.STRATEGIES)}; got {config.distributed!r}")
+    if not config.dist_timeout_s > 0:
+        raise ConfigError(f"dist_timeout_s must be > 0; got {config.dist_timeout_s}")
     if config.dtype not in ("float32", "bfloat16"):
         raise ConfigError(f"dtype must be 'float32' or 'bfloat16'; got {config.dtype!r}")
     if config.device not in ("auto", "cpu", "cuda", "mps") and not config.device.startswith("cuda:"):
@@ -542,11 +557,13 @@ def save_checkpoint(
     data_generator: torch.Generator | None = None,
     log: list[dict] | None = None,
     extra: dict[str, Any] | None = None,
+    state: tuple[dict, dict] | None = None,
 ) -> Path:
     """Write a checkpoint: the weights, configs and vocabulary, and (to resume) the optimiser and random state.
 
     ``step`` is the number of optimiser steps taken so far. With ``optimizer=None`` only what inference
     needs is saved (``model.pt``, a few MB); with it, everything the next training step depends on.
+    ``state``: (model, optimiser) state dicts to save instead of the objects' own (sharded training).
     """
     base = _base_model(model)
     ckpt = {
@@ -555,12 +572,12 @@ def save_checkpoint(
         "model_config": base.config.to_dict(),
         "vocab": "".join(vocab.chars),
         "step": step,
-        "model": base.state_dict(),
+        "model": base.state_dict() if state is None else state[0],
         "torch_version": str(torch.__version__),
         **(extra or {}),
     }
     if optimizer is not None:
-        ckpt["optimizer"] = optimizer.state_dict()
+        ckpt["optimizer"] = optimizer.state_dict() if state is None else state[1]
         ckpt["rng"] = rng_state(data_generator)
         ckpt["log"] = log or []
     path = Path(path)
@@ -759,14 +776,18 @@ def train_gpt(
     threads_before = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
+    info, device = dist_mt.setup(device, config.dist_timeout_s)  # under torchrun: join the process group
     try:
-        return _train(config, device, resume, stop_at, progress, write_files)
+        with dist_mt.collectives_guard(info, config.dist_timeout_s):
+            return _train(config, device, resume, stop_at, progress and info.is_main, write_files, info)
     finally:
+        dist_mt.teardown(info)
         torch.set_num_threads(threads_before)  # leave the process as we found it
 
 
 def _train(
-    config: TrainConfig, device: torch.device, resume, stop_at, progress: bool, write_files: bool
+    config: TrainConfig, device: torch.device, resume, stop_at, progress: bool, write_files: bool,
+    info: dist_mt.DistInfo = dist_mt.DistInfo(),
 ) -> TrainResult:
     data = prepare_data(config)
     vocab_size = config.vocab_size or data.vocab.size
@@ -782,12 +803,17 @@ def _train(
     random.seed(config.seed)
     np.random.seed(config.seed)
     model = GPT(model_config(config, vocab_size)).to(device)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+    write_files = write_files and info.is_main  # several processes: rank 0 writes
+    if info.enabled and config.batch_size % info.world_size:  # the global batch is split over the ranks
+        raise ConfigError(f"batch_size={config.batch_size} must be divisible by the {info.world_size} processes")
+    wrapped = dist_mt.wrap_model(model, info, config.distributed)  # DDP, or FSDP2 shards model in place
     optimizer = _build_optimizer(model, config, device)
     batches = torch.Generator().manual_seed(config.seed + 1)  # the sampler of training windows: its own stream
     start, log, elapsed0 = 0, [], 0.0
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        dist_mt.load_optimizer_state(model, optimizer, ckpt["optimizer"], config.distributed)
         set_rng_state(ckpt["rng"], batches)
         start, log = ckpt["step"], list(ckpt["log"])
         elapsed0 = log[-1]["elapsed_s"] if log else 0.0
@@ -795,7 +821,7 @@ def _train(
     if end < start:
         raise ConfigError(f"stop_at={stop_at} is before the checkpoint's step {start}")
 
-    forward = torch.compile(model) if config.compile else model
+    forward = torch.compile(wrapped) if config.compile else wrapped
     autocast = autocast_context(device, config.dtype)
     eval_batch = config.eval_batch_size or config.batch_size
 
@@ -808,8 +834,9 @@ def _train(
         return row
 
     def save(step: int) -> None:
+        state = dist_mt.full_state(model, optimizer, config.distributed) if info.enabled else None  # all ranks
         if write_files:
-            save_checkpoint(ckpt_path, model, config, data.vocab, step, optimizer, batches, log)
+            save_checkpoint(ckpt_path, model, config, data.vocab, step, optimizer, batches, log, state=state)
             files["ckpt"] = ckpt_path
             files["log"] = write_log_csv(log, out_dir / "log.csv")
 
@@ -838,8 +865,13 @@ def _train(
         t0 = time.perf_counter()
         micro = [get_batch(data.train, config.batch_size, config.block_size, device, generator=batches)
                  for _ in range(config.grad_accum)]
-        loss = accumulate_gradients(forward, micro, autocast)
-        norm = clip_grad_norm(model.parameters(), config.grad_clip) if config.grad_clip > 0 else None
+        if info.enabled:  # every rank drew the same global batch; each keeps its rows, DDP averages the gradients
+            micro = [dist_mt.shard_batch(x, y, info) for x, y in micro]
+            loss = dist_mt.all_reduce_mean(accumulate_gradients(forward, micro, autocast), info)
+            norm = dist_mt.clip_grad_norm(model, config.grad_clip, config.distributed) if config.grad_clip > 0 else None
+        else:
+            loss = accumulate_gradients(forward, micro, autocast)
+            norm = clip_grad_norm(model.parameters(), config.grad_clip) if config.grad_clip > 0 else None
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":
@@ -872,9 +904,13 @@ def _train(
     if end == config.max_iters and config.sample_chars:
         sample = generate_text(model, data.vocab, config.sample_prompt, config.sample_chars,
                                temperature=config.sample_temperature, top_k=config.sample_top_k, seed=config.seed)
+    final_state = None
+    if info.enabled and end == config.max_iters:  # every rank takes part in gathering FSDP's shards
+        final_state = dist_mt.full_state(model, optimizer, config.distributed)
     if write_files and end == config.max_iters:
         eval_info = {"final_eval": final_eval, "eval_settings": eval_settings(config), "data_sha256": data.sha256}
-        files["model"] = save_checkpoint(out_dir / "model.pt", model, config, data.vocab, end, extra=eval_info)
+        files["model"] = save_checkpoint(out_dir / "model.pt", model, config, data.vocab, end, extra=eval_info,
+                                         state=final_state)
         files["plot"] = out_dir / "loss.png"
         plot_log(log, files["plot"], title=f"{out_dir.name}: final validation loss "
                  f"{final_eval['val_loss']:.3f}" if final_eval else out_dir.name)
@@ -948,7 +984,7 @@ def parse_args(argv: Sequence[str]) -> tuple[str | None, dict[str, Any], str | N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; returns the exit status (0 done, 2 bad settings, 130 interrupted)."""
+    """The command line; returns the exit status (0 done, 1 a rank failed, 2 bad settings, 130 interrupted)."""
     argv = sys.argv[1:] if argv is None else argv
     config = None
     try:
@@ -965,10 +1001,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"train: error: {error}", file=sys.stderr)
         return 2
+    except dist_mt.RankFailure as error:  # several processes: another rank died or hung
+        print(f"train: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         where = f" with --resume {Path(config.out_dir) / 'ckpt.pt'}" if config is not None else ""
         print(f"train: interrupted; continue from the last checkpoint{where}", file=sys.stderr)
         return 130
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 reports
+        return 0
     if result.final_eval:
         print(f"final: train loss {result.final_eval['train_loss']:.4f}, val loss {result.final_eval['val_loss']:.4f}, "
               f"{result.wall_s:.1f} s; files in {config.out_dir}", file=sys.stderr)
