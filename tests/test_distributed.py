@@ -58,12 +58,19 @@ def _child(rank, port, fn, args, out_path):
 
 def launch(fn, *args, tmp_path, timeout=LAUNCH_TIMEOUT_S):
     """Run ``fn(rank, *args)`` on WORLD forked processes joined by gloo; returns their reports, rank by rank."""
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")  # fresh interpreters: forking a test process that already ran threads can hang
     port = free_port()
     outs = [tmp_path / f"rank{r}-{time.monotonic_ns()}.pt" for r in range(WORLD)]
     procs = [ctx.Process(target=_child, args=(r, port, fn, args, outs[r])) for r in range(WORLD)]
-    for p in procs:
-        p.start()
+    # The Triton tests switch on TRITON_INTERPRET for the whole test process (it must be set before triton is
+    # imported); ranks started with it hang in their first DDP collective, so they start without it.
+    interpret = os.environ.pop("TRITON_INTERPRET", None)
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        if interpret is not None:
+            os.environ["TRITON_INTERPRET"] = interpret
     deadline = time.monotonic() + timeout
     for p in procs:
         p.join(max(0.1, deadline - time.monotonic()))
@@ -282,7 +289,7 @@ def test_torchrun_command_line_trains_like_one_process(text_file, tmp_path, sing
            f"--master_port={free_port()}", "-m", "mastering_transformers.train", "--preset", "tiny",
            f"--data={text_file}", f"--out_dir={out}", "--device=cpu", "--max_iters=8", "--eval_interval=4",
            "--eval_iters=2", "--batch_size=4", "--sample_chars=0", "--threads=1", "--dist_timeout_s=30"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("final: train loss") == 1  # rank 0 reports, once
